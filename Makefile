@@ -1,0 +1,40 @@
+# Quick start: `make demo` builds the sample dataset, `make test` runs the tests.
+# Both create .venv and install the pinned stack first (idempotent: a stamp file
+# records that pyproject.toml and constraints.txt have not changed since).
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+OUT     ?= out/sample
+
+# Every pip call sees the project's pins; Prefect stays local, quiet and offline.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: setup demo test bench server worker deploy clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[sample,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/phraseharmony build --config configs/sample.yaml --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# A long-lived local Prefect server, a process work pool and a worker (two terminals).
+server: $(STAMP)
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+worker: $(STAMP)
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect work-pool create phraseharmony --type process --overwrite
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect --no-prompt deploy --all
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect worker start --pool phraseharmony
+
+clean:
+	rm -rf out .prefect

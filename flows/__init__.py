@@ -1,0 +1,1 @@
+"""Prefect flows (``build-dataset``) and the ``phraseharmony`` CLI. No image logic here."""

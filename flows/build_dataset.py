@@ -1,0 +1,121 @@
+"""The ``build-dataset`` flow: annotations -> images -> shards -> manifest -> card.
+
+It only composes stages from ``tasks/``. Every stage skips work whose output is already
+valid, so a scheduled run finishes a half-done job and a run on a done job ends fast.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from flows.runners import make_task_runner
+from schemas.config import RunConfig, load_config
+from tasks.acquisition import acquire_task, read_ledger
+from tasks.annotations import SkipLog, ingest_task
+from tasks.card import write_card, write_preview
+from tasks.manifest import build_manifest, write_manifest
+from tasks.shards import ShardSpec, build_shard_task, completed_marker, plan_shards
+
+
+@contextmanager
+def exclusive(out_dir: Path) -> Iterator[None]:
+    """One build per output folder at a time (the deployment also limits concurrency)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{out_dir}: another build is running on this folder") from None
+        yield
+
+
+def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], images: dict[int, dict],
+                      ledger: dict[int, dict], logger) -> list[dict[str, Any]]:
+    """Build shards on the configured task runner, reporting progress as they finish.
+
+    The runner is used directly (not as a subflow) so the per-image records travel
+    with each shard's task run only and never land in the API as flow parameters.
+    """
+    artifact = create_progress_artifact(progress=0.0, description=f"{len(specs)} shards to build")
+    markers = []
+    with make_task_runner(cfg.runner) as runner:
+        futures = [
+            runner.submit(build_shard_task, parameters={
+                "cfg": cfg, "spec": spec, "annotations_path": cfg.annotations_path,
+                "image_records": {i: images[i] for i in spec.image_ids},
+                "ledger": {i: ledger[i] for i in spec.image_ids if i in ledger}})
+            for spec in specs
+        ]
+        for n, future in enumerate(futures, 1):
+            marker = future.result()
+            markers.append(marker)
+            logger.info("[%d/%d] shard %s: %d rows, %d skipped", n, len(specs), marker["shard"],
+                        marker["rows"], sum(marker["skips"]["counts"].values()))
+            update_progress_artifact(artifact, progress=100.0 * n / len(specs))
+    return markers
+
+
+@flow(name="build-dataset", log_prints=True)
+def build_dataset(config: str = "configs/sample.yaml", out_dir: str | None = None,
+                  overrides: list[str] | None = None, verify: bool = False) -> dict[str, Any]:
+    """Build (or finish, or confirm) the dataset described by ``config``.
+
+    ``overrides`` are ``key.sub=value`` strings (e.g. ``runner.kind=processes``);
+    ``verify`` re-hashes finished shards instead of trusting size checks.
+    """
+    logger = get_run_logger()
+    cfg = load_config(config, overrides, out_dir)
+    cfg = cfg.model_copy(update={"out_dir": cfg.out_dir.resolve()})
+    with exclusive(cfg.out_dir):
+        return _build(cfg, verify, logger)
+
+
+def _build(cfg: RunConfig, verify: bool, logger) -> dict[str, Any]:
+    logger.info("config %s (%s) -> %s", cfg.name, cfg.config_hash(), cfg.out_dir)
+    ingested = ingest_task(cfg)
+    images = ingested["images"]
+    logger.info("annotations: %d phrase tasks over %d images%s", ingested["rows"], len(images),
+                " (unchanged)" if ingested["reused"] else "")
+    counts = acquire_task(cfg, list(images.values()))
+    logger.info("images: %s", dict(sorted(counts.items())))
+    ledger = read_ledger(cfg.images_dir)
+
+    specs = plan_shards(pq.read_table(cfg.annotations_path, columns=["image_id", "split"]),
+                        cfg.shards.images_per_shard)
+    done = {s.name: completed_marker(cfg.out_dir, s, cfg, ledger, verify) for s in specs}
+    pending = [s for s in specs if done[s.name] is None]
+    if pending:
+        logger.info("%d of %d shards to build on %s", len(pending), len(specs), cfg.runner.kind)
+        for marker in synthesize_shards(cfg, pending, images, ledger, logger):
+            done[marker["shard"]] = marker
+    else:
+        logger.info("all %d shards complete: nothing to build", len(specs))
+
+    manifest = build_manifest(cfg, [done[s.name] for s in specs], ingested["files"],
+                              SkipLog.from_json(ingested["skips"]))
+    changed = write_manifest(cfg.out_dir, manifest)
+    card, preview = cfg.out_dir / "README.md", cfg.out_dir / "preview.png"
+    if changed or not card.exists() or not preview.exists():
+        write_card(cfg, cfg.out_dir, manifest)
+        write_preview(cfg.out_dir, manifest)
+    summary = {"out_dir": str(cfg.out_dir), "rows": manifest["totals"]["rows"],
+               "shards": manifest["totals"]["shards"], "built": len(pending),
+               "manifest": str(cfg.out_dir / "_manifest.json"), "card": str(card),
+               "preview": str(preview)}
+    logger.info("dataset %s: %d rows in %d shards (%d built this run)",
+                "updated" if changed else "unchanged", summary["rows"], summary["shards"],
+                len(pending))
+    return summary
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m flows.build_dataset CONFIG`
+    import sys
+
+    print(build_dataset(*(sys.argv[1:2] or [])))

@@ -1,0 +1,80 @@
+"""``phraseharmony`` command line: build, inspect, preview."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Build and inspect PhraseHarmony datasets.")
+console = Console()
+
+
+@app.command()
+def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_okay=False,
+                                      help="YAML run config (see configs/)"),
+          out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
+          set_: list[str] = typer.Option([], "--set", help="override, e.g. runner.kind=processes"),
+          verify: bool = typer.Option(False, help="re-hash finished shards before trusting them")):
+    """Run the build-dataset flow locally and say where the results are."""
+    from flows.build_dataset import build_dataset
+
+    with console.status("building dataset (Prefect logs below)..."):
+        summary = build_dataset(config=str(config), out_dir=str(out) if out else None,
+                                overrides=list(set_), verify=verify)
+    console.print(f"[bold green]done[/]: {summary['rows']} rows in {summary['shards']} shards "
+                  f"({summary['built']} built this run)")
+    for key in ("out_dir", "manifest", "card", "preview"):
+        console.print(f"  {key:9s} {summary[key]}")
+
+
+@app.command()
+def inspect(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+            verify: bool = typer.Option(False, help="check every shard's sha256")):
+    """Summarize a built dataset from its manifest (and optionally verify it)."""
+    from tasks.annotations import sha256_file
+    from tasks.manifest import read_manifest
+
+    manifest = read_manifest(out_dir)
+    console.print(f"[bold]{manifest['name']}[/]  schema v{manifest['schema_version']}  "
+                  f"config {manifest['config_hash']}  code {manifest['code_version']}")
+    table = Table("split", "shards", "images", "phrases", "rows")
+    for split, v in manifest["splits"].items():
+        table.add_row(split, str(v["shards"]), str(v["images"]), str(v["tasks"]), str(v["rows"]))
+    t = manifest["totals"]
+    table.add_row("all", str(t["shards"]), "", "", str(t["rows"]), style="bold")
+    console.print(table)
+    skips = {**manifest["annotation_skips"]["counts"], **manifest["skips"]["counts"]}
+    console.print("skipped: " + (json.dumps(skips) if skips else "none"))
+    if verify:
+        bad = [s["path"] for s in manifest["shards"]
+               if not (out_dir / s["path"]).exists() or sha256_file(out_dir / s["path"]) != s["sha256"]]
+        if bad:
+            console.print(f"[red]{len(bad)} shard(s) differ from the manifest:[/] {bad}")
+            raise typer.Exit(1)
+        console.print(f"[green]all {len(manifest['shards'])} shards match the manifest[/]")
+
+
+@app.command()
+def preview(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG path"),
+            n: int = typer.Option(8, min=1, max=64, help="samples in the grid")):
+    """Write the composite | target | mask grid PNG of a built dataset."""
+    from tasks.card import write_preview
+    from tasks.manifest import read_manifest
+
+    path = write_preview(out_dir, read_manifest(out_dir), out, n)
+    console.print(f"wrote {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,23 @@
+"""Task runner from config: threads, processes, or Dask (local cluster or a scheduler)."""
+
+from __future__ import annotations
+
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from schemas.config import RunnerConfig
+
+
+def make_task_runner(cfg: RunnerConfig) -> TaskRunner:
+    if cfg.kind == "threads":
+        # Bounded: an unbounded pool would start one thread per shard.
+        return ThreadPoolTaskRunner(max_workers=cfg.max_workers or 4)
+    if cfg.kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=cfg.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask_address:
+        return DaskTaskRunner(address=cfg.dask_address)
+    kwargs = {"processes": True, "threads_per_worker": 1, "dashboard_address": None}
+    if cfg.max_workers:
+        kwargs["n_workers"] = cfg.max_workers
+    return DaskTaskRunner(cluster_kwargs=kwargs)

@@ -1,0 +1,220 @@
+"""The one typed run config. Every tunable lives here, with the reason for its default.
+
+Loaded from YAML (``configs/*.yaml``), then overridden by ``key.sub=value`` strings from
+the CLI or deployment parameters. ``config_hash()`` covers everything that changes
+output bytes, so it goes into every shard and the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_ANNOTATIONS = REPO_ROOT / "sample_data" / "VGPhraseCut_v0"
+SPLITS = ("train", "val", "test", "miniv")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos: refuse them instead of silently ignoring them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnnotationsConfig(_Strict):
+    # Folder holding image_data_split.json and refer_<split>.json (official layout).
+    dir: Path = SAMPLE_ANNOTATIONS
+    # VGPhraseCut's own splits to build; miniv overlaps val, so it is off by default.
+    splits: tuple[str, ...] = ("train", "val", "test")
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in v if s not in SPLITS]
+        if bad:
+            raise ValueError(f"unknown split(s) {bad}; choose from {SPLITS}")
+        return v
+
+
+class ImagesConfig(_Strict):
+    # "sample": photos shipped inside installed packages (the bundled demo);
+    # "local": a folder of <image_id>.jpg files (e.g. an unpacked VG_100K).
+    source: Literal["sample", "local"] = "sample"
+    dir: Path | None = None
+    # Refuse images above this many pixels before decoding them (decompression bombs).
+    max_pixels: int = 40_000_000
+
+    @model_validator(mode="after")
+    def _dir_for_local(self) -> "ImagesConfig":
+        if self.source == "local" and self.dir is None:
+            raise ValueError("images.dir is required when images.source is 'local'")
+        return self
+
+
+class MaskConfig(_Strict):
+    # "official": VGPhraseCut's PIL rule (outline included) so masks match the benchmark.
+    rule: Literal["official"] = "official"
+    # A mask pixel at output size is foreground when >= this fraction of its area was.
+    binarize_threshold: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class SynthesisConfig(_Strict):
+    # Output side in pixels; harmonization papers train and evaluate at 256x256.
+    size: int = Field(256, ge=32, le=2048)
+    # "stretch" matches iHarmony4's 256x256 evaluation; "pad" is not offered: a border
+    # would leak into the metrics.
+    resize: Literal["stretch"] = "stretch"
+    # Two composites per phrase gives the ~622k training triples of the plan.
+    composites_per_task: int = Field(2, ge=1, le=64)
+    # Recipe mixture (weights are normalised). lut_pair is SSH-style, lut_fg is bcmi-style.
+    recipes: dict[str, float] = {"lut_pair": 0.5, "lut_fg": 0.5}
+    # Blend of each LUT toward identity, drawn uniformly; 1.0 is the full look.
+    strength_min: float = Field(0.6, ge=0.0, le=1.0)
+    strength_max: float = Field(1.0, ge=0.0, le=1.0)
+    # Foreground-ratio bounds: tiny regions teach nothing, huge ones are global grading.
+    min_fg_ratio: float = Field(0.005, ge=0.0, le=1.0)
+    max_fg_ratio: float = Field(0.9, ge=0.0, le=1.0)
+    # A composite whose foreground barely changed is a near no-op (fMSE, 0-255 scale).
+    min_fmse: float = Field(20.0, ge=0.0)
+    # Draw another LUT choice up to this many times before counting a skip.
+    max_attempts: int = Field(4, ge=1)
+    jpeg_quality: int = Field(95, ge=50, le=100)
+
+    @field_validator("recipes")
+    @classmethod
+    def _known_recipes(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"lut_pair", "lut_fg"}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown recipe(s) {bad}; choose from {sorted(known)}")
+        if not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("recipe weights must be >= 0 with a positive sum")
+        return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SynthesisConfig":
+        if self.strength_min > self.strength_max:
+            raise ValueError("strength_min must be <= strength_max")
+        if self.min_fg_ratio >= self.max_fg_ratio:
+            raise ValueError("min_fg_ratio must be < max_fg_ratio")
+        return self
+
+
+class ShardsConfig(_Strict):
+    # ~1,000 images -> ~9,000 rows per shard keeps Prefect at a few hundred task runs.
+    images_per_shard: int = Field(1000, ge=1)
+    # Flush a row group at this many bytes of encoded pixels: bounds writer memory and
+    # keeps row groups under ~100 MB for readers that load one group at a time.
+    row_group_bytes: int = Field(64 * 2**20, ge=2**16, le=100 * 2**20)
+    compression: Literal["zstd", "snappy", "none"] = "zstd"
+
+
+class RunnerConfig(_Strict):
+    # threads: cheap to start, fine for the sample; processes: CPU-bound synthesis on
+    # one machine; dask: a LocalCluster, or a scheduler address for several machines.
+    kind: Literal["threads", "processes", "dask"] = "threads"
+    max_workers: int | None = Field(None, ge=1)
+    dask_address: str | None = None
+
+
+class RunConfig(_Strict):
+    name: str = "sample"
+    seed: int = 0
+    out_dir: Path = Path("out/sample")
+    annotations: AnnotationsConfig = AnnotationsConfig()
+    images: ImagesConfig = ImagesConfig()
+    masks: MaskConfig = MaskConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
+    shards: ShardsConfig = ShardsConfig()
+    runner: RunnerConfig = RunnerConfig()
+
+    @property
+    def images_dir(self) -> Path:
+        return self.out_dir / "images"
+
+    @property
+    def annotations_path(self) -> Path:
+        return self.out_dir / "annotations.parquet"
+
+    def output_relevant(self) -> dict[str, Any]:
+        """The part of the config that determines output bytes (not where or how fast)."""
+        data = self.model_dump(mode="json", exclude={"out_dir", "runner", "name"})
+        # Where the inputs live does not change the bytes; their content does (sha256
+        # of the annotation files is recorded separately in the manifest).
+        data["annotations"].pop("dir")
+        data["images"].pop("dir")
+        return data
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.output_relevant(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["synthesis.size=128", "runner.kind=dask"]`` -> nested dict (values as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not of the form key.sub=value")
+        _set_dotted(out, key.strip(), yaml.safe_load(raw))
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+                out_dir: str | Path | None = None) -> RunConfig:
+    """Read a YAML config, apply overrides, validate. Relative paths in the file are
+    taken relative to the repository root, so configs work from any cwd."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read config: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config must be a YAML mapping")
+        data = loaded or {}
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    data = _merge(data, extra)
+    if out_dir is not None:
+        data["out_dir"] = str(out_dir)
+    try:
+        cfg = RunConfig.model_validate(data)
+    except Exception as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ValueError(f"{where}invalid config:\n{exc}") from exc
+    return _anchor_paths(cfg)
+
+
+def _anchor_paths(cfg: RunConfig) -> RunConfig:
+    def anchored(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (REPO_ROOT / p)
+    return cfg.model_copy(update={
+        "annotations": cfg.annotations.model_copy(update={"dir": anchored(cfg.annotations.dir)}),
+        "images": cfg.images.model_copy(update={"dir": anchored(cfg.images.dir)}),
+    })

@@ -1,0 +1,64 @@
+"""Arrow schema of one shard row (one training triple), version 1.
+
+Column groups follow DESIGN.md. Caption and embedding columns exist from v1 so that
+later stages fill them without a schema change; until then they are null.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+_relation = pa.list_(pa.list_(pa.string()))
+_embedding = pa.list_(pa.float16())
+
+FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
+    # identity
+    ("sample_id", pa.string(), False, "task_id#k: the k-th composite of a phrase task"),
+    ("task_id", pa.string(), False, "VGPhraseCut task id"),
+    ("image_id", pa.int64(), False, "Visual Genome image id"),
+    ("split", pa.string(), False, "VGPhraseCut's own split of the image"),
+    # text
+    ("phrase", pa.string(), False, "the human referring phrase"),
+    ("phrase_name", pa.string(), False, "head noun (phrase_structure.name)"),
+    ("phrase_attributes", pa.list_(pa.string()), False, "phrase_structure.attributes"),
+    ("phrase_relations", _relation, False, "phrase_structure.relation_descriptions"),
+    ("caption", pa.string(), True, "best BLIP caption after CLIP re-ranking"),
+    ("caption_candidates", pa.list_(pa.string()), True, "all BLIP candidates"),
+    ("caption_clip_score", pa.float32(), True, "CLIP score of the chosen caption"),
+    ("caption_model", pa.string(), True, "captioner id"),
+    # pixels
+    ("target", pa.binary(), False, "JPEG: the real (or SSH-graded) image"),
+    ("composite", pa.binary(), False, "JPEG: the target with its foreground recoloured"),
+    ("mask", pa.binary(), False, "PNG, 1-bit: the foreground region"),
+    ("width", pa.int32(), False, "stored width"),
+    ("height", pa.int32(), False, "stored height"),
+    ("orig_width", pa.int32(), False, "width of the source photo"),
+    ("orig_height", pa.int32(), False, "height of the source photo"),
+    # geometry
+    ("fg_ratio", pa.float32(), False, "foreground pixels / all pixels at stored size"),
+    ("bbox", pa.list_(pa.float32(), 4), False, "foreground [x, y, w, h], stored pixels"),
+    # provenance
+    ("recipe", pa.string(), False, "lut_pair | lut_fg | ..."),
+    ("lut_fg", pa.string(), True, "LUT id applied to the foreground"),
+    ("lut_bg", pa.string(), True, "LUT id applied to the whole target (lut_pair)"),
+    ("strength", pa.float32(), True, "blend toward identity of the LUT(s), 0..1"),
+    ("reference_task_id", pa.string(), True, "colour-transfer reference task"),
+    ("seed", pa.int64(), False, "per-sample RNG seed, derived from config seed + sample_id"),
+    # difficulty (composite vs target, ANCHORS.md definitions, 0-255 scale)
+    ("mse", pa.float32(), False, "mean over H*W*3 of squared error"),
+    ("fmse", pa.float32(), False, "squared error over foreground / (3*|M|)"),
+    ("psnr", pa.float32(), False, "10*log10(255^2/MSE)"),
+    ("delta_e", pa.float32(), False, "mean CIEDE2000 over foreground pixels"),
+    # embeddings (L2-normalised; model id in file metadata)
+    ("clip_image", _embedding, True, "CLIP image embedding of the target"),
+    ("clip_phrase", _embedding, True, "CLIP text embedding of the phrase"),
+    ("clip_caption", _embedding, True, "CLIP text embedding of the caption"),
+]
+
+SHARD_SCHEMA = pa.schema(
+    [pa.field(name, typ, nullable=nullable, metadata={"doc": doc})
+     for name, typ, nullable, doc in FIELDS]
+)
+COLUMN_NAMES = [f[0] for f in FIELDS]

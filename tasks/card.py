@@ -1,0 +1,172 @@
+"""Stage: the dataset card (``README.md``) and the preview grid (``preview.png``)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image, ImageDraw, ImageFont
+
+from schemas.config import RunConfig
+
+CARD_NAME = "README.md"
+PREVIEW_NAME = "preview.png"
+# iHarmony4 test set, input composites vs real images (ANCHORS.md): the range ours should sit in.
+IHARMONY4_INPUT = {"mse": 172.47, "fmse": 1387.30, "psnr": 31.63}
+FG_BINS = ((0.0, 0.05, "0-5%"), (0.05, 0.15, "5-15%"), (0.15, 1.0001, "15-100%"))
+STAT_COLUMNS = ["split", "recipe", "fg_ratio", "mse", "fmse", "psnr", "delta_e"]
+
+
+def read_stat_columns(out_dir: Path, manifest: dict[str, Any]) -> pa.Table:
+    """Only the small numeric columns of every shard (never the pixels)."""
+    tables = [pq.read_table(out_dir / s["path"], columns=STAT_COLUMNS) for s in manifest["shards"]]
+    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in STAT_COLUMNS})
+
+
+def _metric_row(label: str, t: dict[str, np.ndarray], sel: np.ndarray) -> str:
+    n = int(sel.sum())
+    if n == 0:
+        return f"| {label} | 0 | – | – | – | – |"
+    return (f"| {label} | {n} | {t['mse'][sel].mean():.2f} | {t['fmse'][sel].mean():.2f} | "
+            f"{t['psnr'][sel].mean():.2f} | {t['delta_e'][sel].mean():.2f} |")
+
+
+def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table) -> str:
+    t = {c: stats.column(c).to_numpy(zero_copy_only=False) for c in STAT_COLUMNS}
+    splits = sorted(manifest["splits"])
+    front = {"configs": [{"config_name": "default", "data_files": [
+        {"split": s, "path": f"data/{s}/*.parquet"} for s in splits]}]}
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+             f"# PhraseHarmony dataset: `{manifest['name']}`", "",
+             "Text-guided image-harmonization triples (target, composite, mask, phrase) "
+             "synthesized from VGPhraseCut by PhraseHarmony.", "",
+             f"- rows: **{manifest['totals']['rows']}** in {manifest['totals']['shards']} "
+             f"shards ({manifest['totals']['bytes'] / 2**20:.1f} MiB)",
+             f"- schema v{manifest['schema_version']}, config `{manifest['config_hash']}`, "
+             f"code `{manifest['code_version']}`, LUT library `{manifest['lut_library_version']}`",
+             "", "![preview: composite | target | mask](preview.png)", "",
+             "## Counts by split", "", "| split | images | phrases | rows | shards |",
+             "|---|---|---|---|---|"]
+    for s in splits:
+        v = manifest["splits"][s]
+        lines.append(f"| {s} | {v['images']} | {v['tasks']} | {v['rows']} | {v['shards']} |")
+    recipes = sorted(set(t["recipe"].tolist()))
+    lines += ["", "## Counts by recipe", "", "| recipe | " + " | ".join(splits) + " | all |",
+              "|---|" + "---|" * (len(splits) + 1)]
+    for r in recipes:
+        cells = [str(int(((t["recipe"] == r) & (t["split"] == s)).sum())) for s in splits]
+        lines.append(f"| {r} | " + " | ".join(cells) + f" | {int((t['recipe'] == r).sum())} |")
+    lines += ["", "## Composite vs target", "",
+              "Per-image MSE, fMSE, PSNR on 0-255 values at the stored size (the "
+              "harmonization papers' definitions), averaged over rows; ΔE is mean CIEDE2000 "
+              "over the foreground. Computed on the arrays before JPEG encoding.", "",
+              "| rows | n | MSE | fMSE | PSNR | ΔE2000 |", "|---|---|---|---|---|---|"]
+    everything = np.ones(len(t["mse"]), dtype=bool)
+    lines.append(_metric_row("all", t, everything))
+    for r in recipes:
+        lines.append(_metric_row(f"recipe {r}", t, t["recipe"] == r))
+    for lo, hi, label in FG_BINS:
+        lines.append(_metric_row(f"foreground {label}", t, (t["fg_ratio"] >= lo) & (t["fg_ratio"] < hi)))
+    ih = IHARMONY4_INPUT
+    lines.append(f"| iHarmony4 test input composites (reference) | 7404 | {ih['mse']} | "
+                 f"{ih['fmse']} | {ih['psnr']} | – |")
+    lines += ["", "## Foreground ratio", "", "| foreground share | rows |", "|---|---|"]
+    edges = np.linspace(0.0, 1.0, 11)
+    hist, _ = np.histogram(t["fg_ratio"], bins=edges)
+    for i, n in enumerate(hist):
+        lines.append(f"| {edges[i]:.0%}–{edges[i + 1]:.0%} | {int(n)} |")
+    lines += ["", "## Skipped", "",
+              "Every input that did not become a row, by reason (annotation stage, then "
+              "synthesis).", "", "| stage | reason | count | examples |", "|---|---|---|---|"]
+    for stage, log in (("annotations", manifest["annotation_skips"]), ("synthesis", manifest["skips"])):
+        for reason, n in log["counts"].items():
+            ex = ", ".join(f"`{e}`" for e in log["examples"].get(reason, [])[:3])
+            lines.append(f"| {stage} | {reason} | {n} | {ex} |")
+    if not manifest["annotation_skips"]["counts"] and not manifest["skips"]["counts"]:
+        lines.append("| – | none | 0 | |")
+    if manifest["notes"]:
+        lines += ["", "Notes (kept, but worth knowing): " + ", ".join(
+            f"{k}: {v}" for k, v in manifest["notes"].items())]
+    lines += ["", "## Loading", "", "```python",
+              "import pyarrow.dataset as ds",
+              "table = ds.dataset('data', format='parquet').to_table(columns=['phrase', 'composite'])",
+              "# or: datasets.load_dataset('parquet', data_files={'train': 'data/train/*.parquet'})",
+              "```", "", "## Config", "", "```yaml",
+              yaml.safe_dump(json.loads(json.dumps(cfg.model_dump(mode="json"))), sort_keys=False).strip(),
+              "```", ""]
+    return "\n".join(lines)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def pick_preview_rows(out_dir: Path, manifest: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The first composite of up to ``n`` different images, in manifest order."""
+    picked, seen = [], set()
+    cols = ["image_id", "sample_id", "phrase", "recipe", "composite", "target", "mask"]
+    for shard in manifest["shards"]:
+        pf = pq.ParquetFile(out_dir / shard["path"])
+        for g in range(pf.num_row_groups):
+            for row in pf.read_row_group(g, columns=cols).to_pylist():
+                if row["image_id"] not in seen and row["sample_id"].endswith("#0"):
+                    seen.add(row["image_id"])
+                    picked.append(row)
+                    if len(picked) == n:
+                        return picked
+    return picked
+
+
+def render_preview(rows: list[dict[str, Any]], tile: int = 192) -> Image.Image:
+    """A grid: one line per sample, composite | target | mask, phrase underneath."""
+    pad, text_h = 6, 22
+    header = 24
+    width = 3 * tile + 4 * pad
+    height = header + max(1, len(rows)) * (tile + text_h + pad) + pad
+    canvas = Image.new("RGB", (width, height), (250, 250, 250))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(14)
+    for i, label in enumerate(("composite", "target", "mask")):
+        draw.text((pad + i * (tile + pad), 5), label, fill=(30, 30, 30), font=font)
+    for r, row in enumerate(rows):
+        y = header + r * (tile + text_h + pad)
+        for i, key in enumerate(("composite", "target", "mask")):
+            im = Image.open(io.BytesIO(row[key])).convert("RGB").resize((tile, tile))
+            canvas.paste(im, (pad + i * (tile + pad), y))
+        draw.text((pad, y + tile + 3), f'"{row["phrase"]}"  ({row["recipe"]})',
+                  fill=(20, 20, 20), font=font)
+    if not rows:
+        draw.text((pad, header + 10), "no rows", fill=(200, 0, 0), font=font)
+    return canvas
+
+
+def write_preview(out_dir: Path, manifest: dict[str, Any], path: Path | None = None, n: int = 8) -> Path:
+    path = path or out_dir / PREVIEW_NAME
+    buf = io.BytesIO()
+    render_preview(pick_preview_rows(out_dir, manifest, n)).save(buf, format="PNG")
+    _write_bytes_if_changed(path, buf.getvalue())
+    return path
+
+
+def write_card(cfg: RunConfig, out_dir: Path, manifest: dict[str, Any]) -> Path:
+    path = out_dir / CARD_NAME
+    text = render_card(cfg, manifest, read_stat_columns(out_dir, manifest))
+    _write_bytes_if_changed(path, text.encode())
+    return path
+
+
+def _write_bytes_if_changed(path: Path, data: bytes) -> None:
+    if path.exists() and path.read_bytes() == data:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,64 @@
+"""Stage: ``_manifest.json``, written last: its presence means the dataset is complete."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from schemas.config import RunConfig
+from schemas.shard import SCHEMA_VERSION
+from tasks.annotations import SkipLog
+from tasks.shards import write_json_atomic
+from tasks.versioning import code_version
+from lut_library import library_version
+
+MANIFEST_NAME = "_manifest.json"
+
+
+def build_manifest(cfg: RunConfig, markers: list[dict[str, Any]],
+                   annotation_files: dict[str, str], annotation_skips: SkipLog) -> dict[str, Any]:
+    skips, notes = SkipLog(), Counter()
+    splits: dict[str, dict[str, int]] = {}
+    for m in markers:
+        skips.merge(SkipLog.from_json(m["skips"]))
+        notes.update(m["notes"])
+        s = splits.setdefault(m["split"], {"shards": 0, "rows": 0, "images": 0, "tasks": 0})
+        s["shards"] += 1
+        s["rows"] += m["rows"]
+        s["images"] += m["images"]
+        s["tasks"] += m["tasks"]
+    return {
+        "name": cfg.name,
+        "schema_version": SCHEMA_VERSION,
+        "config_hash": cfg.config_hash(),
+        "code_version": code_version(),
+        "lut_library_version": library_version(),
+        "seed": cfg.seed,
+        "annotation_files": annotation_files,
+        "annotation_skips": annotation_skips.to_json(),
+        "splits": dict(sorted(splits.items())),
+        "totals": {"shards": len(markers), "rows": sum(m["rows"] for m in markers),
+                   "bytes": sum(m["bytes"] for m in markers)},
+        "skips": skips.to_json(),
+        "notes": dict(sorted(notes.items())),
+        "shards": [{k: m[k] for k in ("path", "split", "rows", "bytes", "sha256")}
+                   for m in sorted(markers, key=lambda m: m["path"])],
+    }
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> bool:
+    """True when the manifest changed (False: identical one already there, untouched)."""
+    return write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no manifest; the dataset is not complete "
+                                "(run `phraseharmony build`)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: manifest is not valid JSON: {exc}") from exc

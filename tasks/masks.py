@@ -1,0 +1,61 @@
+"""Stage: polygon masks, rasterized by VGPhraseCut's official rule, then resized.
+
+The official rule (PhraseCutDataset ``utils/data_transfer.py::polygons_to_mask``):
+concatenate the instances' polygons, skip polygons with fewer than 2 points, truncate
+each point with ``int()``, and draw it with PIL ``ImageDraw.polygon(..., outline=1,
+fill=1)`` on an ``L`` image of size (w, h); the mask is the union. We draw every
+polygon on one canvas, which is the same union.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw
+
+# A point this far outside the image (as a fraction of its side) is not a slightly
+# sloppy click but a wrong coordinate system or corrupt record.
+FAR_OUTSIDE = 0.25
+
+
+def polygons_to_mask(task_polygons: list, width: int, height: int) -> np.ndarray:
+    """A task's ``Polygons`` field, as is, -> bool (height, width) mask."""
+    canvas = Image.new("L", (int(width), int(height)), 0)
+    draw = ImageDraw.Draw(canvas)
+    for instance in task_polygons:
+        for polygon in instance:
+            if len(polygon) < 2:
+                continue
+            draw.polygon([(int(x), int(y)) for x, y in polygon], outline=1, fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def polygon_problem(task_polygons: list, width: int, height: int) -> str | None:
+    """A skip reason when the polygons cannot give a trustworthy mask, else None."""
+    points = [pt for inst in task_polygons for poly in inst for pt in poly]
+    if not points:
+        return "polygon_empty"
+    if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in points):
+        return "polygon_not_finite"
+    mx, my = FAR_OUTSIDE * width, FAR_OUTSIDE * height
+    if any(x < -mx or x > width + mx or y < -my or y > height + my for x, y in points):
+        return "polygon_far_outside_image"
+    if all(len(poly) < 2 for inst in task_polygons for poly in inst):
+        return "polygon_degenerate"
+    return None
+
+
+def degenerate_polygon_count(task_polygons: list) -> int:
+    """Polygons the official rule skips (< 2 points) or draws as a line (2 points)."""
+    return sum(1 for inst in task_polygons for poly in inst if len(poly) < 3)
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int, threshold: float = 0.5) -> np.ndarray:
+    """Binarization rule for stored masks: area-average the full-resolution mask to the
+    output size; a pixel is foreground when at least ``threshold`` of it was."""
+    if mask.shape == (height, width):
+        return mask.copy()
+    small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    return small >= threshold

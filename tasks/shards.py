@@ -1,0 +1,285 @@
+"""Stage: build one Parquet shard (a deterministic slice of images) and its done-marker.
+
+A shard is all phrase tasks of a batch of images of one split. It is written under a
+temporary name, renamed, and only then is its ``.done.json`` marker written: a run
+killed at any point leaves nothing a later run takes for complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.config import RunConfig
+from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
+from tasks.acquisition import SETTLED_OK, image_path
+from tasks.annotations import SkipLog, sha256_file
+from tasks.composite import sample_seed, synthesize
+from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
+from tasks.versioning import code_version
+from lut_library import build_library, library_version
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+BINARY_COLUMNS = ("target", "composite", "mask")
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    split: str
+    index: int
+    image_ids: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:05d}"
+
+    @property
+    def relpath(self) -> str:
+        return f"data/{self.split}/part-{self.index:05d}.parquet"
+
+
+def plan_shards(annotations: pa.Table, images_per_shard: int) -> list[ShardSpec]:
+    """Per split, sorted image ids cut into consecutive batches: stable across runs."""
+    specs = []
+    for split in sorted(set(annotations.column("split").to_pylist())):
+        rows = annotations.filter(pc.equal(annotations["split"], split))
+        ids = sorted(set(rows.column("image_id").to_pylist()))
+        for i in range(0, len(ids), images_per_shard):
+            specs.append(ShardSpec(split, i // images_per_shard, tuple(ids[i:i + images_per_shard])))
+    return specs
+
+
+def marker_path(out_dir: Path, spec: ShardSpec) -> Path:
+    return out_dir / spec.relpath.replace(".parquet", ".done.json")
+
+
+def inputs_digest(spec: ShardSpec, ledger: dict[int, dict[str, Any]]) -> str:
+    """What the shard was built from: its images and each one's acquisition outcome.
+    An image that arrives later changes it, so the shard is rebuilt then."""
+    parts = [f"{i}:{ledger.get(i, {}).get('status', 'pending')}:{ledger.get(i, {}).get('sha256', '')}"
+             for i in spec.image_ids]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def completed_marker(out_dir: Path, spec: ShardSpec, cfg: RunConfig,
+                     ledger: dict[int, dict[str, Any]], verify: bool = False) -> dict | None:
+    """The shard's marker if the shard on disk is complete and current, else None."""
+    try:
+        marker = json.loads(marker_path(out_dir, spec).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    path = out_dir / spec.relpath
+    if (marker.get("config_hash") != cfg.config_hash()
+            or marker.get("code_version") != code_version()
+            or marker.get("inputs_digest") != inputs_digest(spec, ledger)
+            or not path.exists() or path.stat().st_size != marker.get("bytes")):
+        return None
+    if verify and sha256_file(path) != marker.get("sha256"):
+        return None
+    return marker
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encode failed")
+    return buf.tobytes()
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
+    if not ok:
+        raise RuntimeError("PNG encode failed")
+    return buf.tobytes()
+
+
+def load_rgb(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def bbox_of(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1)]
+
+
+class ShardWriter:
+    """Parquet writer that flushes a row group whenever the pixel bytes pass a budget."""
+
+    def __init__(self, path: Path, metadata: dict[str, str], cfg: RunConfig):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        schema = SHARD_SCHEMA.with_metadata(metadata)
+        compression = None if cfg.shards.compression == "none" else cfg.shards.compression
+        no_stats = set(BINARY_COLUMNS)
+        self.writer = pq.ParquetWriter(
+            self.tmp, schema, compression=compression,
+            # JPEG/PNG bytes neither compress nor dictionary-encode; skip the work.
+            use_dictionary=[n for n in ("split", "recipe", "lut_fg", "lut_bg", "caption_model",
+                                        "phrase_name")],
+            write_statistics=[n for n in SHARD_SCHEMA.names if n not in no_stats],
+        )
+        self.budget = cfg.shards.row_group_bytes
+        self.rows: list[dict[str, Any]] = []
+        self.pending_bytes = 0
+        self.total_rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.pending_bytes += sum(len(row[c]) for c in BINARY_COLUMNS)
+        if self.pending_bytes >= self.budget:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=SHARD_SCHEMA))
+            self.total_rows += len(self.rows)
+            self.rows, self.pending_bytes = [], 0
+
+    def close(self, extra_metadata: dict[str, str]) -> None:
+        self.flush()
+        self.writer.add_key_value_metadata(extra_metadata)
+        self.writer.close()
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _task_rows(task: dict[str, Any], img: np.ndarray, rec_size: tuple[int, int],
+               actual_size: tuple[int, int], cfg: RunConfig, luts, skips: SkipLog,
+               notes: Counter) -> list[dict[str, Any]]:
+    syn = cfg.synthesis
+    aw, ah = rec_size
+    problem = polygon_problem(task["polygons"], aw, ah)
+    if problem:
+        skips.add(problem, task["task_id"])
+        return []
+    notes["degenerate_polygons"] += degenerate_polygon_count(task["polygons"])
+    # Polygons are in the annotated size's coordinates; rasterize there, then resize.
+    mask = resize_mask(polygons_to_mask(task["polygons"], aw, ah), syn.size, syn.size,
+                       cfg.masks.binarize_threshold)
+    fg_ratio = float(mask.mean())
+    if fg_ratio < syn.min_fg_ratio or not mask.any():
+        skips.add("fg_ratio_below_min", task["task_id"])
+        return []
+    if fg_ratio > syn.max_fg_ratio:
+        skips.add("fg_ratio_above_max", task["task_id"])
+        return []
+    mask_png, bbox = encode_mask_png(mask), bbox_of(mask)
+    rows = []
+    for k in range(syn.composites_per_task):
+        sample_id = f"{task['task_id']}#{k}"
+        seed = sample_seed(cfg.seed, sample_id)
+        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts)
+        if result is None:
+            skips.add("fg_change_below_min", sample_id)
+            continue
+        rows.append({
+            "sample_id": sample_id, "task_id": task["task_id"], "image_id": task["image_id"],
+            "split": task["split"], "phrase": task["phrase"], "phrase_name": task["phrase_name"],
+            "phrase_attributes": task["phrase_attributes"],
+            "phrase_relations": task["phrase_relations"],
+            "caption": None, "caption_candidates": None, "caption_clip_score": None,
+            "caption_model": None,
+            "target": encode_jpeg(result.target, syn.jpeg_quality),
+            "composite": encode_jpeg(result.composite, syn.jpeg_quality),
+            "mask": mask_png, "width": syn.size, "height": syn.size,
+            "orig_width": actual_size[0], "orig_height": actual_size[1],
+            "fg_ratio": fg_ratio, "bbox": bbox,
+            "recipe": result.recipe, "lut_fg": result.lut_fg, "lut_bg": result.lut_bg,
+            "strength": result.strength, "reference_task_id": None, "seed": seed,
+            **result.metrics,
+            "clip_image": None, "clip_phrase": None, "clip_caption": None,
+        })
+    return rows
+
+
+def build_shard(cfg: RunConfig, spec: ShardSpec, annotations_path: Path,
+                image_records: dict[int, dict[str, Any]],
+                ledger: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Write ``spec``'s shard and marker; return the marker (rows, bytes, sha256, stats)."""
+    out_dir = cfg.out_dir
+    path = out_dir / spec.relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tasks = pq.read_table(annotations_path, filters=[("image_id", "in", list(spec.image_ids))])
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for task in tasks.to_pylist():
+        by_image.setdefault(task["image_id"], []).append(task)
+
+    luts = build_library(33)
+    skips, notes = SkipLog(), Counter()
+    meta = {"phraseharmony.schema_version": SCHEMA_VERSION,
+            "phraseharmony.config_hash": cfg.config_hash(),
+            "phraseharmony.code_version": code_version(),
+            "phraseharmony.lut_library_version": library_version(),
+            "phraseharmony.shard": spec.name,
+            "phraseharmony.clip_model": ""}
+    writer = ShardWriter(path, meta, cfg)
+    try:
+        for image_id in spec.image_ids:
+            image_tasks = sorted(by_image.get(image_id, []), key=lambda t: t["task_id"])
+            status = ledger.get(image_id, {}).get("status", "pending")
+            img = load_rgb(image_path(cfg.images_dir, image_id)) if status == SETTLED_OK else None
+            if img is None:
+                reason = f"image_{status}" if status != SETTLED_OK else "image_unreadable"
+                for task in image_tasks:
+                    skips.add(reason, task["task_id"])
+                continue
+            rec = image_records[image_id]
+            actual = (img.shape[1], img.shape[0])
+            if actual != (rec["width"], rec["height"]):
+                notes["image_size_mismatch"] += 1
+            small = cv2.resize(img, (cfg.synthesis.size, cfg.synthesis.size),
+                               interpolation=cv2.INTER_AREA)
+            for task in image_tasks:
+                for row in _task_rows(task, small, (rec["width"], rec["height"]), actual,
+                                      cfg, luts, skips, notes):
+                    writer.add(row)
+        total = writer.total_rows + len(writer.rows)
+        stats = {"rows": total, "images": len(spec.image_ids), "tasks": tasks.num_rows,
+                 "skips": skips.to_json(), "notes": dict(sorted(notes.items()))}
+        writer.close({"phraseharmony.stats": json.dumps(stats, sort_keys=True)})
+    except BaseException:
+        writer.abort()
+        raise
+    marker = {"shard": spec.name, "path": spec.relpath, "split": spec.split,
+              "rows": total, "bytes": path.stat().st_size, "sha256": sha256_file(path),
+              "config_hash": cfg.config_hash(), "code_version": code_version(),
+              "inputs_digest": inputs_digest(spec, ledger), **stats}
+    write_json_atomic(marker_path(out_dir, spec), marker)
+    return marker
+
+
+def write_json_atomic(path: Path, data: Any) -> bool:
+    """Write JSON via a temporary name; return False (and touch nothing) if unchanged."""
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+# One task run per shard (never per sample): a few hundred runs for the full dataset.
+# Resume is decided by our own markers, not Prefect's cache.
+build_shard_task = task(name="build-shard", cache_policy=NO_CACHE, persist_result=False,
+                        task_run_name="build-shard-{spec.split}-{spec.index}")(build_shard)
