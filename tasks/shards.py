@@ -62,7 +62,8 @@ def plan_shards(annotations: pa.Table, images_per_shard: int) -> list[ShardSpec]
 
 
 def marker_path(out_dir: Path, spec: ShardSpec) -> Path:
-    return out_dir / spec.relpath.replace(".parquet", ".done.json")
+    # Kept outside data/ so that folder holds only Parquet (readers glob it whole).
+    return out_dir / "_done" / f"{spec.name}.json"
 
 
 def inputs_digest(spec: ShardSpec, ledger: dict[int, dict[str, Any]]) -> str:
@@ -264,6 +265,7 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, annotations_path: Path,
               "rows": total, "bytes": path.stat().st_size, "sha256": sha256_file(path),
               "config_hash": cfg.config_hash(), "code_version": code_version(),
               "inputs_digest": inputs_digest(spec, ledger), **stats}
+    marker_path(out_dir, spec).parent.mkdir(exist_ok=True)
     write_json_atomic(marker_path(out_dir, spec), marker)
     return marker
 

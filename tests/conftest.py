@@ -1,0 +1,63 @@
+"""Shared fixtures: an offline Prefect test server, and one sample build for many tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CONFIG = REPO / "configs" / "sample.yaml"
+
+
+# Prefect must never reach outside, nor reuse a previous session's state or results.
+_HOME = Path(tempfile.mkdtemp(prefix="phraseharmony-prefect-"))
+os.environ.update({
+    "PREFECT_HOME": str(_HOME),
+    "PREFECT_LOCAL_STORAGE_PATH": str(_HOME / "storage"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+})
+os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary local Prefect server for every in-process flow run of the suite;
+    yields its API URL so subprocesses can use it too."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+def build(out_dir: Path, *overrides: str, config: Path = SAMPLE_CONFIG) -> dict:
+    from flows.build_dataset import build_dataset
+
+    return build_dataset(config=str(config), out_dir=str(out_dir), overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(prefect_server, tmp_path_factory) -> Path:
+    """The bundled sample, built once with the default config (read-only for tests)."""
+    out = tmp_path_factory.mktemp("sample") / "out"
+    build(out)
+    return out
+
+
+@pytest.fixture
+def sample_copy(sample_dataset, tmp_path) -> Path:
+    """A private copy of the built sample, for tests that modify it."""
+    dest = tmp_path / "out"
+    shutil.copytree(sample_dataset, dest)
+    return dest
+
+
+def shard_bytes(out_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out_dir)): p.read_bytes()
+            for p in sorted((out_dir / "data").rglob("*.parquet"))}
