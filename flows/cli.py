@@ -63,7 +63,7 @@ def inspect(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
 @app.command()
 def preview(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
             out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG path"),
-            n: int = typer.Option(8, min=1, max=64, help="samples in the grid")):
+            n: int = typer.Option(8, "--n", "-n", min=1, max=64, help="samples in the grid")):
     """Write the composite | target | mask grid PNG of a built dataset."""
     from tasks.card import write_preview
     from tasks.manifest import read_manifest

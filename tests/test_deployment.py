@@ -1,0 +1,111 @@
+"""`prefect deployment run build-dataset/sample` against a real server, pool and worker.
+
+Everything runs as separate processes on 127.0.0.1 with a temporary PREFECT_HOME, as a
+user would start them from the README; the test stops all of it.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from tasks.annotations import sha256_file
+
+pytestmark = pytest.mark.slow
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(url: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(url + path, data=json.dumps(body or {}).encode(),
+                                 headers={"content-type": "application/json"},
+                                 method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def stop(proc: subprocess.Popen, name: str) -> None:
+    if proc.poll() is not None:
+        return
+    # A Prefect worker needs a second SIGINT to stop; the server stops on the first.
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_sample_deployment_runs_on_a_real_server(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": url,
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PWD": str(REPO), "PREFECT_LOGGING_LEVEL": "INFO"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = []
+
+    def start(name, *args):
+        proc = subprocess.Popen([PREFECT, *args], cwd=REPO, env=env, start_new_session=True,
+                                stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+        procs.append((proc, name))
+        return proc
+
+    def run(*args, timeout=120):
+        res = subprocess.run([PREFECT, *args], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=timeout)
+        assert res.returncode == 0, f"prefect {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
+        return res.stdout
+
+    out = tmp_path / "dataset"
+    try:
+        start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
+        deadline = time.time() + 90
+        while True:
+            try:
+                if api(url, "/health") is True:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, (logs / "server.log").read_text()
+            time.sleep(0.5)
+
+        run("work-pool", "create", "phraseharmony", "--type", "process")
+        run("--no-prompt", "deploy", "--all")
+        deployments = {d["name"]: d for d in api(url, "/deployments/filter", {})}
+        assert set(deployments) == {"sample", "nightly"}
+        nightly = deployments["nightly"]
+        assert nightly["schedules"] and nightly["schedules"][0]["schedule"]["cron"]
+        assert nightly["global_concurrency_limit"]["limit"] == 1
+
+        start("worker", "worker", "start", "--pool", "phraseharmony")
+        run("deployment", "run", "build-dataset/sample", "--param", f"out_dir={out}",
+            "--watch", "--watch-timeout", "240", timeout=300)
+
+        runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {
+            "any_": [deployments["sample"]["id"]]}}})
+        assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
+    finally:
+        for proc, name in reversed(procs):  # worker first, then server
+            stop(proc, name)
+
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["totals"]["rows"] > 40
+    for shard in manifest["shards"]:
+        assert sha256_file(out / shard["path"]) == shard["sha256"]
+    assert (out / "README.md").exists() and (out / "preview.png").exists()
