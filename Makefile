@@ -12,7 +12,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test bench server worker deploy clean
+.PHONY: setup demo test server worker clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/phraseharmony build --config configs/sample.yaml --out $(OUT)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 # A long-lived local Prefect server, a process work pool and a worker (two terminals).

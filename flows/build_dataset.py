@@ -7,6 +7,7 @@ valid, so a scheduled run finishes a half-done job and a run on a done job ends 
 from __future__ import annotations
 
 import fcntl
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +23,8 @@ from tasks.annotations import SkipLog, ingest_task
 from tasks.card import write_card, write_preview
 from tasks.manifest import build_manifest, write_manifest
 from tasks.shards import ShardSpec, build_shard_task, completed_marker, plan_shards
+
+PROGRESS_LOG = logging.getLogger("phraseharmony.progress")
 
 
 @contextmanager
@@ -58,6 +61,8 @@ def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], images: dict[int, 
             markers.append(marker)
             logger.info("[%d/%d] shard %s: %d rows, %d skipped", n, len(specs), marker["shard"],
                         marker["rows"], sum(marker["skips"]["counts"].values()))
+            # A machine-readable event for callers that show progress (the CLI's bar).
+            PROGRESS_LOG.info("shard", extra={"shard_progress": (n, len(specs))})
             update_progress_artifact(artifact, progress=100.0 * n / len(specs))
     return markers
 

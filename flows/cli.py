@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Build and inspect PhraseHarmony datasets.")
 console = Console()
+
+
+class _ShardProgress(logging.Handler):
+    """Moves a rich progress bar on the flow's per-shard log records."""
+
+    def __init__(self, progress: Progress, task_id) -> None:
+        super().__init__(logging.INFO)
+        self.progress, self.task_id = progress, task_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        done_total = getattr(record, "shard_progress", None)
+        if done_total:
+            self.progress.update(self.task_id, completed=done_total[0], total=done_total[1])
 
 
 @app.command()
@@ -22,11 +44,19 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
           set_: list[str] = typer.Option([], "--set", help="override, e.g. runner.kind=processes"),
           verify: bool = typer.Option(False, help="re-hash finished shards before trusting them")):
     """Run the build-dataset flow locally and say where the results are."""
-    from flows.build_dataset import build_dataset
+    from flows.build_dataset import PROGRESS_LOG, build_dataset
 
-    with console.status("building dataset (Prefect logs below)..."):
-        summary = build_dataset(config=str(config), out_dir=str(out) if out else None,
-                                overrides=list(set_), verify=verify)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("shards", total=None)
+        handler = _ShardProgress(progress, bar)
+        PROGRESS_LOG.addHandler(handler)
+        PROGRESS_LOG.setLevel(logging.INFO)
+        try:
+            summary = build_dataset(config=str(config), out_dir=str(out) if out else None,
+                                    overrides=list(set_), verify=verify)
+        finally:
+            PROGRESS_LOG.removeHandler(handler)
     console.print(f"[bold green]done[/]: {summary['rows']} rows in {summary['shards']} shards "
                   f"({summary['built']} built this run)")
     for key in ("out_dir", "manifest", "card", "preview"):

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from PIL import Image
+from prefect import task as prefect_task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.annotations import sha256_file
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 LEDGER_NAME = "_ledger.jsonl"
 # Statuses: ok (usable), missing (no source file), corrupt (did not decode),
@@ -132,4 +132,4 @@ def acquire(cfg, records: list[dict[str, Any]]) -> Counter:
 
 
 # Resume is decided by the ledger, not Prefect's cache.
-acquire_task = task(name="acquire-images", cache_policy=NO_CACHE, persist_result=False)(acquire)
+acquire_task = prefect_task(name="acquire-images", cache_policy=NO_CACHE, persist_result=False)(acquire)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
-from prefect import task
+from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 
 IMAGE_KEYS = ("image_id", "coco_id", "flickr_id", "width", "height", "url", "split")
@@ -221,7 +221,8 @@ def task_rows(tasks: Iterable[Any], images: dict[int, dict[str, Any]], split: st
     return rows
 
 
-def build_annotation_table(ann_dir: Path, splits: Iterable[str]) -> tuple[pa.Table, dict[int, dict], SkipLog, dict[str, str]]:
+def build_annotation_table(ann_dir: Path, splits: Iterable[str]
+                           ) -> tuple[pa.Table, dict[int, dict], SkipLog, dict[str, str]]:
     """Read the official files of ``splits`` from ``ann_dir``.
 
     Returns the table (sorted by image_id, task_id: the shard plan depends on a stable
@@ -288,5 +289,5 @@ def ingest(cfg) -> dict[str, Any]:
 
 
 # Resume is decided by the sidecar's input hashes, not Prefect's cache.
-ingest_task = task(name="ingest-annotations", cache_policy=NO_CACHE,
+ingest_task = prefect_task(name="ingest-annotations", cache_policy=NO_CACHE,
                    persist_result=False)(ingest)

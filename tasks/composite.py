@@ -41,7 +41,8 @@ def apply_lut_fg(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D) -> tuple[np.nd
     return img, composite
 
 
-def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D, lut_b: Lut3D) -> tuple[np.ndarray, np.ndarray]:
+def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D,
+                   lut_b: Lut3D) -> tuple[np.ndarray, np.ndarray]:
     target = lut_b.apply(img)
     composite = target.copy()
     composite[mask] = lut_a.apply(img[mask])

@@ -7,12 +7,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.shard import SCHEMA_VERSION
 from tasks.annotations import SkipLog
 from tasks.shards import write_json_atomic
 from tasks.versioning import code_version
-from lut_library import library_version
 
 MANIFEST_NAME = "_manifest.json"
 

@@ -20,7 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from prefect import task as prefect_task
+from prefect.cache_policies import NO_CACHE
 
+from lut_library import build_library, library_version
 from schemas.config import RunConfig
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.acquisition import SETTLED_OK, image_path
@@ -28,9 +31,6 @@ from tasks.annotations import SkipLog, sha256_file
 from tasks.composite import sample_seed, synthesize
 from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
 from tasks.versioning import code_version
-from lut_library import build_library, library_version
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 BINARY_COLUMNS = ("target", "composite", "mask")
 
@@ -283,5 +283,5 @@ def write_json_atomic(path: Path, data: Any) -> bool:
 
 # One task run per shard (never per sample): a few hundred runs for the full dataset.
 # Resume is decided by our own markers, not Prefect's cache.
-build_shard_task = task(name="build-shard", cache_policy=NO_CACHE, persist_result=False,
+build_shard_task = prefect_task(name="build-shard", cache_policy=NO_CACHE, persist_result=False,
                         task_run_name="build-shard-{spec.split}-{spec.index}")(build_shard)

@@ -3,8 +3,15 @@ import json
 import pytest
 
 from schemas.config import SAMPLE_ANNOTATIONS
-from tasks.annotations import (IMAGE_KEYS, TASK_KEYS, AnnotationError, SkipLog,
-                               build_annotation_table, read_json_array, task_rows)
+from tasks.annotations import (
+    IMAGE_KEYS,
+    TASK_KEYS,
+    AnnotationError,
+    SkipLog,
+    build_annotation_table,
+    read_json_array,
+    task_rows,
+)
 
 
 def test_sample_files_follow_the_official_format():

@@ -39,3 +39,4 @@ def test_build_via_cli(prefect_server, tmp_path):
                               str(tmp_path / "o"), "--set", "annotations.splits=[test]"])
     assert res.exit_code == 0, res.output
     assert "rows in 1 shards" in res.output and "preview" in res.output
+    assert "1/1" in res.output  # the progress bar followed the flow

@@ -11,8 +11,8 @@ from tasks.metrics import PSNR_CAP, difficulty, fmse, mse, psnr_from_mse
 
 @pytest.fixture(scope="module")
 def scene():
-    from skimage import data
     import cv2
+    from skimage import data
     img = cv2.resize(data.chelsea(), (128, 128), interpolation=cv2.INTER_AREA)
     mask = np.zeros((128, 128), bool)
     mask[30:90, 40:100] = True

@@ -27,7 +27,8 @@ def test_overrides_are_typed_and_nested():
 
 def test_hash_ignores_where_and_how_fast_but_not_what():
     base = load_config(SAMPLE)
-    assert load_config(SAMPLE, ["runner.kind=processes"], out_dir="/elsewhere").config_hash() == base.config_hash()
+    moved = load_config(SAMPLE, ["runner.kind=processes"], out_dir="/elsewhere")
+    assert moved.config_hash() == base.config_hash()
     assert load_config(SAMPLE, ["seed=1"]).config_hash() != base.config_hash()
     assert load_config(SAMPLE, ["synthesis.jpeg_quality=90"]).config_hash() != base.config_hash()
 

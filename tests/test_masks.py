@@ -6,8 +6,7 @@ from PIL import Image, ImageDraw
 
 from schemas.config import SAMPLE_ANNOTATIONS
 from tasks.annotations import read_json_array
-from tasks.masks import (degenerate_polygon_count, polygon_problem, polygons_to_mask,
-                         resize_mask)
+from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
 
 
 def official_reference(polygons, w, h):
