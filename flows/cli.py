@@ -67,7 +67,7 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
 def inspect(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
             verify: bool = typer.Option(False, help="check every shard's sha256")):
     """Summarize a built dataset from its manifest (and optionally verify it)."""
-    from tasks.annotations import sha256_file
+    from tasks.files import sha256_file
     from tasks.manifest import read_manifest
 
     manifest = read_manifest(out_dir)

@@ -19,7 +19,7 @@ from PIL import Image
 from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.annotations import sha256_file
+from tasks.files import sha256_file
 
 LEDGER_NAME = "_ledger.jsonl"
 # Statuses: ok (usable), missing (no source file), corrupt (did not decode),

@@ -7,7 +7,6 @@ JSON, not an array) is a clear error naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter
@@ -18,6 +17,8 @@ from typing import Any, Iterable
 import pyarrow as pa
 from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
+
+from tasks.files import sha256_file, write_json_atomic
 
 IMAGE_KEYS = ("image_id", "coco_id", "flickr_id", "width", "height", "url", "split")
 TASK_KEYS = ("task_id", "image_id", "ann_ids", "instance_boxes", "Polygons", "phrase",
@@ -70,14 +71,6 @@ class SkipLog:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "SkipLog":
         return cls(Counter(data.get("counts", {})), dict(data.get("examples", {})))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_json_array(path: Path) -> list[Any]:
@@ -256,8 +249,6 @@ def ingest(cfg) -> dict[str, Any]:
     already converted. Returns image records, skip log and input hashes.
     """
     import pyarrow.parquet as pq
-
-    from tasks.shards import write_json_atomic
 
     out_dir: Path = cfg.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)

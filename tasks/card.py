@@ -14,6 +14,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from schemas.config import RunConfig
+from tasks.files import write_bytes_atomic
 
 CARD_NAME = "README.md"
 PREVIEW_NAME = "preview.png"
@@ -153,20 +154,13 @@ def write_preview(out_dir: Path, manifest: dict[str, Any], path: Path | None = N
     path = path or out_dir / PREVIEW_NAME
     buf = io.BytesIO()
     render_preview(pick_preview_rows(out_dir, manifest, n)).save(buf, format="PNG")
-    _write_bytes_if_changed(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
     return path
 
 
 def write_card(cfg: RunConfig, out_dir: Path, manifest: dict[str, Any]) -> Path:
     path = out_dir / CARD_NAME
     text = render_card(cfg, manifest, read_stat_columns(out_dir, manifest))
-    _write_bytes_if_changed(path, text.encode())
+    write_bytes_atomic(path, text.encode())
     return path
 
-
-def _write_bytes_if_changed(path: Path, data: bytes) -> None:
-    if path.exists() and path.read_bytes() == data:
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -11,7 +11,7 @@ from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.shard import SCHEMA_VERSION
 from tasks.annotations import SkipLog
-from tasks.shards import write_json_atomic
+from tasks.files import write_json_atomic
 from tasks.versioning import code_version
 
 MANIFEST_NAME = "_manifest.json"

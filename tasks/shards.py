@@ -1,8 +1,8 @@
 """Stage: build one Parquet shard (a deterministic slice of images) and its done-marker.
 
 A shard is all phrase tasks of a batch of images of one split. It is written under a
-temporary name, renamed, and only then is its ``.done.json`` marker written: a run
-killed at any point leaves nothing a later run takes for complete.
+temporary name, renamed, and only then is its marker ``_done/<split>-<index>.json``
+written: a run killed at any point leaves nothing a later run takes for complete.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from lut_library import build_library, library_version
 from schemas.config import RunConfig
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.acquisition import SETTLED_OK, image_path
-from tasks.annotations import SkipLog, sha256_file
+from tasks.annotations import SkipLog
 from tasks.composite import sample_seed, synthesize
+from tasks.files import sha256_file, write_json_atomic
 from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
 from tasks.versioning import code_version
 
@@ -220,6 +221,8 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, annotations_path: Path,
     out_dir = cfg.out_dir
     path = out_dir / spec.relpath
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     tasks = pq.read_table(annotations_path, filters=[("image_id", "in", list(spec.image_ids))])
     by_image: dict[int, list[dict[str, Any]]] = {}
     for task in tasks.to_pylist():
@@ -268,17 +271,6 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, annotations_path: Path,
     marker_path(out_dir, spec).parent.mkdir(exist_ok=True)
     write_json_atomic(marker_path(out_dir, spec), marker)
     return marker
-
-
-def write_json_atomic(path: Path, data: Any) -> bool:
-    """Write JSON via a temporary name; return False (and touch nothing) if unchanged."""
-    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    if path.exists() and path.read_text() == text:
-        return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return True
 
 
 # One task run per shard (never per sample): a few hundred runs for the full dataset.

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
-from tasks.annotations import sha256_file
+from tasks.files import sha256_file
 from tasks.metrics import difficulty
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

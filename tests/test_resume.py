@@ -83,4 +83,5 @@ def test_sigkill_mid_shard_leaves_nothing_complete(prefect_server, sample_datase
     clean = tmp_path / "clean"
     build(clean, *overrides)
     assert shard_bytes(out) == shard_bytes(clean)
+    assert not [p.name for p in shard_dir.iterdir() if p.name.endswith(".tmp")]
     assert (out / "_manifest.json").read_bytes() == (clean / "_manifest.json").read_bytes()
