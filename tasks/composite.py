@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.config import SynthesisConfig
+from tasks.lut_kernels import composite_u8
 from tasks.luts import Lut3D
 from tasks.metrics import difficulty
 
@@ -36,17 +37,14 @@ class Composite:
 
 
 def apply_lut_fg(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D) -> tuple[np.ndarray, np.ndarray]:
-    composite = img.copy()
-    composite[mask] = lut_a.apply(img[mask])
-    return img, composite
+    """bcmi-style: target = I, composite = A(I) on the mask, I elsewhere."""
+    return composite_u8(img, mask, lut_a)
 
 
 def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D,
                    lut_b: Lut3D) -> tuple[np.ndarray, np.ndarray]:
-    target = lut_b.apply(img)
-    composite = target.copy()
-    composite[mask] = lut_a.apply(img[mask])
-    return target, composite
+    """SSH-style: target = B(I), composite = A(I) on the mask, B(I) elsewhere."""
+    return composite_u8(img, mask, lut_a, lut_b)
 
 
 def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:

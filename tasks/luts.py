@@ -1,16 +1,30 @@
-"""3D LUTs: the table type, interpolation on uint8 images, and .cube read/write.
+"""3D LUTs: the table type, .cube read/write (Adobe 1.0 and Resolve), application.
 
-Tables are float32 arrays of shape (N, N, N, 3) indexed ``[r, g, b]`` over the domain
-[domain_min, domain_max]. A .cube file lists entries with red changing fastest, so a
-file's rows reshape to ``[b, g, r]`` and are transposed once on read.
+A ``Lut3D`` is an optional per-channel 1D shaper followed by a 3D table:
+
+- ``table``: float32 (N, N, N, 3) indexed ``[r, g, b]`` over ``domain_min..domain_max``;
+- ``shaper``: float32 (M, 3) over ``shaper_min..shaper_max``, or None.
+
+A 1D-only file becomes a shaper in front of the size-2 identity cube (exact under both
+interpolations). A .cube file lists entries with red changing fastest, so its rows
+reshape to ``[b, g, r]`` and are transposed once on read.
+
+Application to uint8 images goes through ``positions()``: for each channel and each of
+the 256 input codes it precomputes the lattice cell and fraction (domain, shaper and
+input range folded in), so the per-pixel kernel in ``lut_kernels`` only interpolates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+Triple = tuple[float, float, float]
+KEYWORDS = ("TITLE", "DOMAIN_MIN", "DOMAIN_MAX", "LUT_1D_SIZE", "LUT_3D_SIZE",
+            "LUT_1D_INPUT_RANGE", "LUT_3D_INPUT_RANGE")
 
 
 class CubeError(ValueError):
@@ -19,10 +33,15 @@ class CubeError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Lut3D:
-    table: np.ndarray                      # (N, N, N, 3) float32, indexed [r, g, b]
+    table: np.ndarray
     title: str = ""
-    domain_min: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    domain_max: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    domain_min: Triple = (0.0, 0.0, 0.0)
+    domain_max: Triple = (1.0, 1.0, 1.0)
+    shaper: np.ndarray | None = None
+    shaper_min: Triple = (0.0, 0.0, 0.0)
+    shaper_max: Triple = (1.0, 1.0, 1.0)
+    # Keywords we did not recognise (vendor extensions): kept for `luts check`.
+    ignored_keywords: tuple[str, ...] = field(default=())
 
     @property
     def size(self) -> int:
@@ -42,119 +61,250 @@ class Lut3D:
         return cls(out.reshape(size, size, size, 3), title=title)
 
     def blend(self, strength: float) -> "Lut3D":
-        """Move toward identity: 0 gives identity, 1 this LUT."""
+        """Move the 3D table toward identity: 0 gives identity, 1 this LUT."""
         ident = Lut3D.identity(self.size).table
+        lo, hi = np.asarray(self.domain_min, np.float32), np.asarray(self.domain_max, np.float32)
+        ident = lo + ident * (hi - lo)  # identity over this LUT's own domain
         table = ident + np.float32(strength) * (self.table - ident)
-        return Lut3D(table, self.title, self.domain_min, self.domain_max)
+        return Lut3D(table, self.title, self.domain_min, self.domain_max, self.shaper,
+                     self.shaper_min, self.shaper_max)
+
+    def content_key(self) -> bytes:
+        """Bytes that identify what this LUT does (for de-duplication)."""
+        parts = [np.asarray(self.domain_min + self.domain_max, np.float32).tobytes(),
+                 np.round(self.table, 5).astype(np.float32).tobytes()]
+        if self.shaper is not None:
+            parts += [np.asarray(self.shaper_min + self.shaper_max, np.float32).tobytes(),
+                      np.round(self.shaper, 5).astype(np.float32).tobytes()]
+        return b"".join(parts)
+
+    @cached_property
+    def _positions(self) -> tuple[np.ndarray, np.ndarray]:
+        return positions(self)
 
     def apply(self, rgb: np.ndarray, interpolation: str = "tetrahedral") -> np.ndarray:
         """uint8 (..., 3) -> uint8 (..., 3); values outside [0, 1] clamp after lookup."""
-        if rgb.dtype != np.uint8 or rgb.shape[-1] != 3:
+        from tasks.lut_kernels import apply_u8
+
+        if rgb.dtype != np.uint8 or rgb.ndim < 1 or rgb.shape[-1] != 3:
             raise ValueError(f"expected a uint8 (..., 3) image, got {rgb.dtype} {rgb.shape}")
-        flat = rgb.reshape(-1, 3)
-        out = apply_float(self, flat.astype(np.float32) / 255.0, interpolation)
-        return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).reshape(rgb.shape)
+        base, frac = self._positions
+        flat = np.ascontiguousarray(rgb).reshape(-1, 3)
+        out = apply_u8(flat, base, frac, self.flat_table, self.size, interpolation)
+        return out.reshape(rgb.shape)
+
+    @cached_property
+    def flat_table(self) -> np.ndarray:
+        return np.ascontiguousarray(self.table.reshape(-1, 3), dtype=np.float32)
+
+    def apply_float(self, x: np.ndarray, interpolation: str = "tetrahedral") -> np.ndarray:
+        """(M, 3) floats -> (M, 3) floats, unclamped (NumPy; for tests and tools)."""
+        x = np.asarray(x, np.float64)
+        if self.shaper is not None:
+            x = _apply_shaper(self, x)
+        n = self.size
+        lo, hi = np.asarray(self.domain_min), np.asarray(self.domain_max)
+        pos = np.clip((x - lo) / (hi - lo), 0.0, 1.0) * (n - 1)
+        base = np.minimum(pos.astype(np.int64), n - 2)
+        frac = pos - base
+        return _interpolate(self.table.reshape(-1, 3).astype(np.float64), n, base, frac,
+                            interpolation)
 
 
-def apply_float(lut: Lut3D, x: np.ndarray, interpolation: str = "tetrahedral") -> np.ndarray:
-    """(M, 3) floats in [0, 1] -> (M, 3) floats, unclamped."""
-    n = lut.size
-    lo = np.asarray(lut.domain_min, np.float32)
-    hi = np.asarray(lut.domain_max, np.float32)
-    pos = np.clip((x - lo) / (hi - lo), 0.0, 1.0) * (n - 1)
-    base = np.minimum(pos.astype(np.int32), n - 2)
-    frac = (pos - base).astype(np.float32)
-    table = lut.table.reshape(-1, 3)
-    strides = np.array([n * n, n, 1], np.int32)
+def _apply_shaper(lut: Lut3D, x: np.ndarray) -> np.ndarray:
+    m = lut.shaper.shape[0]
+    out = np.empty_like(x)
+    for c in range(3):
+        lo, hi = lut.shaper_min[c], lut.shaper_max[c]
+        t = np.clip((x[:, c] - lo) / (hi - lo), 0.0, 1.0) * (m - 1)
+        out[:, c] = np.interp(t, np.arange(m), lut.shaper[:, c].astype(np.float64))
+    return out
+
+
+def _interpolate(table: np.ndarray, n: int, base: np.ndarray, frac: np.ndarray,
+                 interpolation: str) -> np.ndarray:
+    strides = np.array([n * n, n, 1])
     idx0 = base @ strides
     if interpolation == "trilinear":
-        out = np.zeros_like(x, dtype=np.float32)
+        out = np.zeros((len(base), 3))
         for corner in range(8):
-            bits = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], np.int32)
+            bits = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
             w = np.prod(np.where(bits, frac, 1.0 - frac), axis=1, keepdims=True)
             out += w * table[idx0 + bits @ strides]
         return out
     if interpolation != "tetrahedral":
         raise ValueError(f"unknown interpolation {interpolation!r}")
-    # Walk from the base corner toward the far corner along axes in order of
-    # decreasing fractional part; weights are the successive differences.
+    # Walk from the base corner toward the far one along axes in order of decreasing
+    # fraction; the weights are the successive differences of the sorted fractions.
     order = np.argsort(-frac, axis=1, kind="stable")
-    f_sorted = np.take_along_axis(frac, order, axis=1)
+    f = np.take_along_axis(frac, order, axis=1)
     step = strides[order]
-    idx1 = idx0 + step[:, 0]
-    idx2 = idx1 + step[:, 1]
-    idx3 = idx2 + step[:, 2]
-    f1, f2, f3 = f_sorted[:, :1], f_sorted[:, 1:2], f_sorted[:, 2:3]
-    return ((1.0 - f1) * table[idx0] + (f1 - f2) * table[idx1]
-            + (f2 - f3) * table[idx2] + f3 * table[idx3])
+    i1 = idx0 + step[:, 0]
+    i2 = i1 + step[:, 1]
+    i3 = i2 + step[:, 2]
+    return ((1 - f[:, :1]) * table[idx0] + (f[:, :1] - f[:, 1:2]) * table[i1]
+            + (f[:, 1:2] - f[:, 2:]) * table[i2] + f[:, 2:] * table[i3])
 
 
-def write_cube(lut: Lut3D, path: str | Path) -> None:
-    """Write an Adobe 1.0 .cube (3D only), red fastest; atomic via a temporary name."""
-    path = Path(path)
+def positions(lut: Lut3D) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel and uint8 code: lattice cell (int32 (3, 256)) and fraction (float32)."""
+    codes = np.repeat((np.arange(256, dtype=np.float64) / 255.0)[:, None], 3, axis=1)
+    if lut.shaper is not None:
+        codes = _apply_shaper(lut, codes)
     n = lut.size
-    lines = []
-    if lut.title:
-        lines.append(f'TITLE "{lut.title}"')
-    lines.append(f"LUT_3D_SIZE {n}")
-    if lut.domain_min != (0.0, 0.0, 0.0) or lut.domain_max != (1.0, 1.0, 1.0):
-        lines.append("DOMAIN_MIN " + " ".join(f"{v:.6f}" for v in lut.domain_min))
-        lines.append("DOMAIN_MAX " + " ".join(f"{v:.6f}" for v in lut.domain_max))
-    rows = lut.table.transpose(2, 1, 0, 3).reshape(-1, 3)
-    lines.extend(f"{r:.6f} {g:.6f} {b:.6f}" for r, g, b in rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    lo, hi = np.asarray(lut.domain_min), np.asarray(lut.domain_max)
+    pos = np.clip((codes - lo) / (hi - lo), 0.0, 1.0) * (n - 1)
+    base = np.minimum(pos.astype(np.int64), n - 2)
+    return (np.ascontiguousarray(base.T, dtype=np.int32),
+            np.ascontiguousarray((pos - base).T, dtype=np.float32))
 
+
+# --- .cube reading ---------------------------------------------------------------------
 
 def read_cube(path: str | Path) -> Lut3D:
-    """Read a .cube file's 3D table (TITLE, DOMAIN_MIN/MAX, LUT_3D_SIZE, comments)."""
+    """Read an Adobe Cube 1.0 or Resolve .cube file (1D, 3D, or 1D shaper + 3D)."""
     path = Path(path)
-    text = path.read_bytes().decode("latin-1")
-    size, title = None, ""
-    dmin, dmax = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    values: list[list[float]] = []
-    for lineno, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CubeError(f"{path}: cannot read: {exc}") from None
+    # Comments in the wild carry non-UTF-8 bytes; latin-1 decodes any byte.
+    lines = raw.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    seen: dict[str, int] = {}
+    values: dict[str, object] = {"TITLE": ""}
+    ignored: list[str] = []
+    rows: list[tuple[float, float, float]] = []
+    first_data_line = None
+    for lineno, raw_line in enumerate(lines, 1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
             continue
-        key, _, rest = line.partition(" ")
-        if key == "TITLE":
-            title = rest.strip().strip('"')
-        elif key == "LUT_3D_SIZE":
-            try:
-                size = int(rest)
-            except ValueError:
-                raise CubeError(f"{path}:{lineno}: LUT_3D_SIZE is not an integer") from None
-            if not 2 <= size <= 256:
-                raise CubeError(f"{path}:{lineno}: LUT_3D_SIZE {size} outside 2..256")
-        elif key in ("DOMAIN_MIN", "DOMAIN_MAX"):
-            triple = _floats(rest.split(), path, lineno)
-            if key == "DOMAIN_MIN":
-                dmin = triple
+        key = line.split(None, 1)[0]
+        if key[0].isalpha():
+            if first_data_line is not None:
+                raise CubeError(f"{path}:{lineno}: keyword {key} after the table data "
+                                f"(which started on line {first_data_line})")
+            if key in seen:
+                raise CubeError(f"{path}:{lineno}: {key} repeated (first on line {seen[key]})")
+            seen[key] = lineno
+            rest = line[len(key):].strip()
+            if key not in KEYWORDS:
+                ignored.append(key)
             else:
-                dmax = triple
-        elif key[0].isalpha():
-            raise CubeError(f"{path}:{lineno}: unsupported keyword {key!r}")
-        else:
-            values.append(list(_floats(line.split(), path, lineno)))
-    if size is None:
-        raise CubeError(f"{path}: no LUT_3D_SIZE")
-    if len(values) != size ** 3:
-        raise CubeError(f"{path}: {len(values)} data lines, expected {size ** 3} for size {size}")
-    if any(lo >= hi for lo, hi in zip(dmin, dmax)):
-        raise CubeError(f"{path}: DOMAIN_MIN must be below DOMAIN_MAX")
-    table = np.asarray(values, np.float32).reshape(size, size, size, 3).transpose(2, 1, 0, 3)
-    return Lut3D(np.ascontiguousarray(table), title, dmin, dmax)
+                values[key] = _keyword_value(key, rest, path, lineno)
+            continue
+        if first_data_line is None:
+            first_data_line = lineno
+        rows.append(_floats(line.split("#", 1)[0].split(), path, lineno, 3))
+    return _assemble(path, values, rows, tuple(ignored))
 
 
-def _floats(parts: list[str], path: Path, lineno: int) -> tuple[float, float, float]:
-    if len(parts) != 3:
-        raise CubeError(f"{path}:{lineno}: expected 3 numbers, got {len(parts)}")
+def _keyword_value(key: str, rest: str, path: Path, lineno: int):
+    if key == "TITLE":
+        if len(rest) >= 2 and rest[0] == '"' and rest.rfind('"') > 0:
+            return rest[1:rest.rfind('"')]
+        raise CubeError(f"{path}:{lineno}: TITLE needs a quoted string")
+    if key in ("LUT_1D_SIZE", "LUT_3D_SIZE"):
+        try:
+            size = int(rest.split("#", 1)[0])
+        except ValueError:
+            raise CubeError(f"{path}:{lineno}: {key} {rest!r} is not an integer") from None
+        limit = 65536 if key == "LUT_1D_SIZE" else 256
+        if not 2 <= size <= limit:
+            raise CubeError(f"{path}:{lineno}: {key} {size} outside 2..{limit}")
+        return size
+    n = 2 if key.endswith("INPUT_RANGE") else 3
+    return _floats(rest.split("#", 1)[0].split(), path, lineno, n)
+
+
+def _assemble(path: Path, kv: dict, rows: list, ignored: tuple[str, ...]) -> Lut3D:
+    size1, size3 = kv.get("LUT_1D_SIZE"), kv.get("LUT_3D_SIZE")
+    if size1 is None and size3 is None:
+        raise CubeError(f"{path}: no LUT_1D_SIZE or LUT_3D_SIZE")
+    expected = (size1 or 0) + (size3 or 0) ** 3
+    if len(rows) != expected:
+        detail = " + ".join(p for p in (size1 and f"{size1} (1D)", size3 and f"{size3}^3 (3D)") if p)
+        raise CubeError(f"{path}: {len(rows)} data lines, expected {expected} = {detail}")
+    domain = (kv.get("DOMAIN_MIN", (0.0, 0.0, 0.0)), kv.get("DOMAIN_MAX", (1.0, 1.0, 1.0)))
+    for lo, hi in zip(*domain):
+        if lo >= hi:
+            raise CubeError(f"{path}: DOMAIN_MIN {domain[0]} must be below DOMAIN_MAX {domain[1]}")
+
+    def input_range(key: str, fallback):
+        if key not in kv:
+            return fallback
+        lo, hi = kv[key]
+        if lo >= hi:
+            raise CubeError(f"{path}: {key} min {lo} must be below max {hi}")
+        return (lo, lo, lo), (hi, hi, hi)
+
+    data = np.asarray(rows, np.float32).reshape(-1, 3)
+    identity_domain = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    shaper, s_dom = None, identity_domain
+    if size1:
+        shaper = np.ascontiguousarray(data[:size1])
+        # DOMAIN_* belongs to the first table of the file: the 1D one when present.
+        s_dom = input_range("LUT_1D_INPUT_RANGE", domain)
+    if size3:
+        cube = data[size1 or 0:].reshape(size3, size3, size3, 3).transpose(2, 1, 0, 3)
+        t_dom = input_range("LUT_3D_INPUT_RANGE", identity_domain if size1 else domain)
+    else:
+        cube, t_dom = Lut3D.identity(2).table, identity_domain
+    return Lut3D(np.ascontiguousarray(cube), kv["TITLE"], t_dom[0], t_dom[1], shaper,
+                 s_dom[0], s_dom[1], ignored)
+
+
+def _floats(parts: list[str], path: Path, lineno: int, n: int) -> tuple:
+    if len(parts) != n:
+        raise CubeError(f"{path}:{lineno}: expected {n} numbers, got {len(parts)}")
     try:
         vals = tuple(float(p) for p in parts)
     except ValueError:
         raise CubeError(f"{path}:{lineno}: non-numeric value in {' '.join(parts)!r}") from None
     if not all(np.isfinite(vals)):
         raise CubeError(f"{path}:{lineno}: NaN or infinite value")
-    return vals  # type: ignore[return-value]
+    return vals
+
+
+# --- .cube writing ---------------------------------------------------------------------
+
+def write_cube(lut: Lut3D, path: str | Path) -> None:
+    """Write a .cube atomically: Adobe 1.0 keywords for a plain 3D LUT, Resolve's
+    shaper + 3D layout (with *_INPUT_RANGE) when the LUT has a 1D shaper."""
+    from tasks.files import write_bytes_atomic
+
+    lines = [f'TITLE "{lut.title}"'] if lut.title else []
+    default_domain = (lut.domain_min, lut.domain_max) == ((0.0,) * 3, (1.0,) * 3)
+    if (lut.shaper is not None and lut.size == 2 and default_domain
+            and np.array_equal(lut.table, Lut3D.identity(2).table)):
+        # A 1D LUT read from a 1D file: write it back as one (Adobe keywords).
+        lines.append(f"LUT_1D_SIZE {lut.shaper.shape[0]}")
+        lines.append("DOMAIN_MIN " + " ".join(_num(v) for v in lut.shaper_min))
+        lines.append("DOMAIN_MAX " + " ".join(_num(v) for v in lut.shaper_max))
+        lines.extend(" ".join(_num(v) for v in row) for row in lut.shaper)
+        write_bytes_atomic(Path(path), ("\n".join(lines) + "\n").encode())
+        return
+    if lut.shaper is None:
+        lines.append(f"LUT_3D_SIZE {lut.size}")
+        if not default_domain:
+            lines.append("DOMAIN_MIN " + " ".join(_num(v) for v in lut.domain_min))
+            lines.append("DOMAIN_MAX " + " ".join(_num(v) for v in lut.domain_max))
+    else:
+        lines += [f"LUT_1D_SIZE {lut.shaper.shape[0]}",
+                  f"LUT_1D_INPUT_RANGE {_uniform(lut.shaper_min, lut.shaper_max, path)}",
+                  f"LUT_3D_SIZE {lut.size}",
+                  f"LUT_3D_INPUT_RANGE {_uniform(lut.domain_min, lut.domain_max, path)}"]
+        lines.extend(" ".join(_num(v) for v in row) for row in lut.shaper)
+    lines.extend(" ".join(_num(v) for v in row) for row in lut.table.transpose(2, 1, 0, 3).reshape(-1, 3))
+    write_bytes_atomic(Path(path), ("\n".join(lines) + "\n").encode())
+
+
+def _num(v: float) -> str:
+    return f"{float(v):.7g}"
+
+
+def _uniform(lo: Triple, hi: Triple, path) -> str:
+    if len(set(lo)) != 1 or len(set(hi)) != 1:
+        raise CubeError(f"{path}: Resolve input ranges are one min/max for all channels; "
+                        f"got {lo}..{hi}")
+    return f"{_num(lo[0])} {_num(hi[0])}"

@@ -23,7 +23,7 @@ def test_lut_fg_changes_only_the_foreground(scene):
     img, mask = scene
     lut = build_library()["wb_cool"]
     target, comp = apply_lut_fg(img, mask, lut)
-    assert target is img
+    assert np.array_equal(target, img)
     assert np.array_equal(comp[~mask], img[~mask])
     assert np.array_equal(comp[mask], lut.apply(img[mask]))
 

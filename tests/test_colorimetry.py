@@ -1,0 +1,40 @@
+"""Our compiled CIELAB/CIEDE2000 against scikit-image's reference implementation."""
+
+import numpy as np
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+from tasks.colorimetry import DELTA_E_MAX_PIXELS, ciede2000, error_sums, srgb_to_lab
+
+
+def test_lab_matches_skimage():
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 256, size=(5000, 3), dtype=np.uint8)
+    # skimage uses a rounder sRGB->XYZ matrix (white maps to a*=-0.002); 0.01 covers it.
+    assert np.abs(srgb_to_lab(px) - rgb2lab(px[None] / 255.0)[0]).max() < 1e-2
+    assert np.abs(srgb_to_lab(np.array([255, 255, 255], np.uint8)) - [100, 0, 0]).max() < 1e-4
+
+
+def test_ciede2000_matches_skimage_and_sharma_pairs():
+    rng = np.random.default_rng(1)
+    a = rng.uniform([0, -100, -100], [100, 100, 100], size=(3000, 3))
+    b = a + rng.normal(0, 8, size=a.shape)
+    ours = np.array([ciede2000(*x, *y) for x, y in zip(a, b)])
+    assert np.allclose(ours, deltaE_ciede2000(a, b), atol=1e-6)
+    # Published test pairs of Sharma, Wu & Dalal (2005): pairs 1, 7, 17.
+    assert abs(ciede2000(50, 2.6772, -79.7751, 50, 0, -82.7485) - 2.0425) < 1e-4
+    assert abs(ciede2000(50, 0, 0, 50, -1, 2) - 2.3669) < 1e-4
+    assert abs(ciede2000(50, 2.5, 0, 73, 25, -18) - 27.1492) < 1e-4
+
+
+def test_error_sums_are_exact_and_delta_e_is_a_fair_sample():
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, size=(128, 128, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, size=a.shape), 0, 255).astype(np.uint8)
+    mask = np.zeros((128, 128), bool)
+    mask[10:110, 5:120] = True          # 11,500 pixels: delta E is strided
+    assert mask.sum() > DELTA_E_MAX_PIXELS
+    sse, sse_fg, n_fg, de = error_sums(a, b, mask)
+    d = (a.astype(float) - b) ** 2
+    assert sse == d.sum() and sse_fg == d[mask].sum() and n_fg == mask.sum()
+    full = deltaE_ciede2000(rgb2lab(a[mask][None] / 255.0), rgb2lab(b[mask][None] / 255.0)).mean()
+    assert abs(de - full) < 0.1
