@@ -79,8 +79,14 @@ class Lut3D:
         return b"".join(parts)
 
     @cached_property
-    def _positions(self) -> tuple[np.ndarray, np.ndarray]:
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel and uint8 code: the cell's offset in ``flat_table`` and the fraction."""
         return positions(self)
+
+    @cached_property
+    def flat_table(self) -> np.ndarray:
+        """The table as one contiguous float32 run, [r, g, b, channel] order."""
+        return np.ascontiguousarray(self.table, dtype=np.float32).reshape(-1)
 
     def apply(self, rgb: np.ndarray, interpolation: str = "tetrahedral") -> np.ndarray:
         """uint8 (..., 3) -> uint8 (..., 3); values outside [0, 1] clamp after lookup."""
@@ -88,14 +94,8 @@ class Lut3D:
 
         if rgb.dtype != np.uint8 or rgb.ndim < 1 or rgb.shape[-1] != 3:
             raise ValueError(f"expected a uint8 (..., 3) image, got {rgb.dtype} {rgb.shape}")
-        base, frac = self._positions
         flat = np.ascontiguousarray(rgb).reshape(-1, 3)
-        out = apply_u8(flat, base, frac, self.flat_table, self.size, interpolation)
-        return out.reshape(rgb.shape)
-
-    @cached_property
-    def flat_table(self) -> np.ndarray:
-        return np.ascontiguousarray(self.table.reshape(-1, 3), dtype=np.float32)
+        return apply_u8(flat, self, interpolation).reshape(rgb.shape)
 
     def apply_float(self, x: np.ndarray, interpolation: str = "tetrahedral") -> np.ndarray:
         """(M, 3) floats -> (M, 3) floats, unclamped (NumPy; for tests and tools)."""
@@ -147,7 +147,8 @@ def _interpolate(table: np.ndarray, n: int, base: np.ndarray, frac: np.ndarray,
 
 
 def positions(lut: Lut3D) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel and uint8 code: lattice cell (int32 (3, 256)) and fraction (float32)."""
+    """Per channel and uint8 code: offset of the lattice cell in the flat table (int64
+    (3, 256), strides folded in) and the fraction within it (float32 (3, 256))."""
     codes = np.repeat((np.arange(256, dtype=np.float64) / 255.0)[:, None], 3, axis=1)
     if lut.shaper is not None:
         codes = _apply_shaper(lut, codes)
@@ -155,7 +156,8 @@ def positions(lut: Lut3D) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = np.asarray(lut.domain_min), np.asarray(lut.domain_max)
     pos = np.clip((codes - lo) / (hi - lo), 0.0, 1.0) * (n - 1)
     base = np.minimum(pos.astype(np.int64), n - 2)
-    return (np.ascontiguousarray(base.T, dtype=np.int32),
+    strides = np.array([n * n * 3, n * 3, 3], dtype=np.int64)
+    return (np.ascontiguousarray((base * strides).T),
             np.ascontiguousarray((pos - base).T, dtype=np.float32))
 
 
