@@ -104,7 +104,8 @@ def codec_floor(cfg) -> dict:
     import cv2
     import numpy as np
 
-    from tasks.shards import encode_jpeg, encode_mask_png, load_rgb
+    from tasks.samples import encode_jpeg, encode_mask_png
+    from tasks.shards import load_rgb
 
     paths = sorted(cfg.images_dir.glob("*.jpg"))[:40]
     mask = np.zeros((cfg.synthesis.size,) * 2, bool)

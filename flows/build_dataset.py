@@ -12,14 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow.parquet as pq
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from flows.runners import make_task_runner
 from schemas.config import RunConfig, load_config
 from tasks.acquisition import acquire_task, read_ledger
-from tasks.annotations import SkipLog, ingest_task
+from tasks.annotations import SkipLog, ingest_task, read_annotation_table
 from tasks.card import write_card, write_preview
 from tasks.manifest import build_manifest, write_manifest
 from tasks.shards import ShardSpec, build_shard_task, completed_marker, plan_shards
@@ -39,11 +38,11 @@ def exclusive(out_dir: Path) -> Iterator[None]:
         yield
 
 
-def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], images: dict[int, dict],
-                      ledger: dict[int, dict], logger) -> list[dict[str, Any]]:
+def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], ledger: dict[int, dict],
+                      logger) -> list[dict[str, Any]]:
     """Build shards on the configured task runner, reporting progress as they finish.
 
-    The runner is used directly (not as a subflow) so the per-image records travel
+    The runner is used directly (not as a subflow) so the per-image ledger rows travel
     with each shard's task run only and never land in the API as flow parameters.
     """
     artifact = create_progress_artifact(progress=0.0, description=f"{len(specs)} shards to build")
@@ -51,8 +50,7 @@ def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], images: dict[int, 
     with make_task_runner(cfg.runner) as runner:
         futures = [
             runner.submit(build_shard_task, parameters={
-                "cfg": cfg, "spec": spec, "annotations_path": cfg.annotations_path,
-                "image_records": {i: images[i] for i in spec.image_ids},
+                "cfg": cfg, "spec": spec,
                 "ledger": {i: ledger[i] for i in spec.image_ids if i in ledger}})
             for spec in specs
         ]
@@ -92,13 +90,12 @@ def _build(cfg: RunConfig, verify: bool, logger) -> dict[str, Any]:
     logger.info("images: %s", dict(sorted(counts.items())))
     ledger = read_ledger(cfg.images_dir)
 
-    specs = plan_shards(pq.read_table(cfg.annotations_path, columns=["image_id", "split"]),
-                        cfg.shards.images_per_shard)
+    specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg.shards.images_per_shard)
     done = {s.name: completed_marker(cfg.out_dir, s, cfg, ledger, verify) for s in specs}
     pending = [s for s in specs if done[s.name] is None]
     if pending:
         logger.info("%d of %d shards to build on %s", len(pending), len(specs), cfg.runner.kind)
-        for marker in synthesize_shards(cfg, pending, images, ledger, logger):
+        for marker in synthesize_shards(cfg, pending, ledger, logger):
             done[marker["shard"]] = marker
     else:
         logger.info("all %d shards complete: nothing to build", len(specs))

@@ -27,9 +27,9 @@ IMAGES = {
     9100003: ("coffee", 600, 400, "train", None),
     9100004: ("rocket", 640, 427, "train", None),
     9100005: ("motorcycle", 741, 500, "train", None),
-    9100006: ("china", 640, 427, "val", None),
+    9100006: ("china", 640, 427, "test", None),
     9100007: ("flower", 640, 427, "val", None),
-    9100008: ("grace_hopper", 512, 600, "test", None),
+    9100008: ("grace_hopper", 512, 600, "train", None),
 }
 
 # (image_id, phrase, name, attributes, relations [(predicate, object)], instances)

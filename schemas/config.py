@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_ANNOTATIONS = REPO_ROOT / "sample_data" / "VGPhraseCut_v0"
 SPLITS = ("train", "val", "test", "miniv")
+LUT_RECIPES = ("lut_pair", "lut_fg")
+TRANSFER_RECIPES = ("reinhard", "xiao_rgb", "hist_ycbcr", "idt")
 
 
 class _Strict(BaseModel):
@@ -70,24 +72,33 @@ class SynthesisConfig(_Strict):
     resize: Literal["stretch"] = "stretch"
     # Two composites per phrase gives the ~622k training triples of the plan.
     composites_per_task: int = Field(2, ge=1, le=64)
-    # Recipe mixture (weights are normalised). lut_pair is SSH-style, lut_fg is bcmi-style.
-    recipes: dict[str, float] = {"lut_pair": 0.5, "lut_fg": 0.5}
-    # Blend of each LUT toward identity, drawn uniformly; 1.0 is the full look.
+    # Recipe mixture (weights are normalised). LUT recipes grade the photo itself; the
+    # four DoveNet transfers borrow a same-category object's colours. IDT (with regrain)
+    # costs ~50x a LUT sample, so it gets a small share by default.
+    recipes: dict[str, float] = {"lut_pair": 0.35, "lut_fg": 0.25, "reinhard": 0.12,
+                                 "xiao_rgb": 0.12, "hist_ycbcr": 0.12, "idt": 0.04}
+    # Blend of each change toward identity, drawn uniformly; 1.0 is the full change.
     strength_min: float = Field(0.6, ge=0.0, le=1.0)
     strength_max: float = Field(1.0, ge=0.0, le=1.0)
     # Foreground-ratio bounds: tiny regions teach nothing, huge ones are global grading.
     min_fg_ratio: float = Field(0.005, ge=0.0, le=1.0)
     max_fg_ratio: float = Field(0.9, ge=0.0, le=1.0)
-    # A composite whose foreground barely changed is a near no-op (fMSE, 0-255 scale).
-    min_fmse: float = Field(20.0, ge=0.0)
-    # Draw another LUT choice up to this many times before counting a skip.
+    # Quality filter on the foreground change (composite vs target, 0-255 scale).
+    # Floor: below ~ΔE 3 (a just-noticeable difference is ~2.3) or fMSE 30 the pair is a
+    # near no-op. Ceiling: past ΔE 45 / fMSE 9000 it is no longer a plausible mismatch
+    # (iHarmony4's input composites average fMSE 1387).
+    min_fmse: float = Field(30.0, ge=0.0)
+    min_delta_e: float = Field(3.0, ge=0.0)
+    max_fmse: float = Field(9000.0, gt=0.0)
+    max_delta_e: float = Field(45.0, gt=0.0)
+    # Draw another LUT choice / reference / strength up to this many times.
     max_attempts: int = Field(4, ge=1)
     jpeg_quality: int = Field(95, ge=50, le=100)
 
     @field_validator("recipes")
     @classmethod
     def _known_recipes(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"lut_pair", "lut_fg"}
+        known = set(LUT_RECIPES) | set(TRANSFER_RECIPES)
         bad = sorted(set(v) - known)
         if bad:
             raise ValueError(f"unknown recipe(s) {bad}; choose from {sorted(known)}")
@@ -101,6 +112,8 @@ class SynthesisConfig(_Strict):
             raise ValueError("strength_min must be <= strength_max")
         if self.min_fg_ratio >= self.max_fg_ratio:
             raise ValueError("min_fg_ratio must be < max_fg_ratio")
+        if self.min_fmse >= self.max_fmse or self.min_delta_e >= self.max_delta_e:
+            raise ValueError("quality floor must be below the ceiling (fmse, delta_e)")
         return self
 
 
@@ -138,7 +151,7 @@ class RunConfig(_Strict):
 
     @property
     def annotations_path(self) -> Path:
-        return self.out_dir / "annotations.parquet"
+        return self.out_dir / "annotations.arrow"
 
     def output_relevant(self) -> dict[str, Any]:
         """The part of the config that determines output bytes (not where or how fast)."""

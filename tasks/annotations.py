@@ -34,6 +34,9 @@ ANNOTATION_SCHEMA = pa.schema([
     ("phrase_name", pa.string()),
     ("phrase_attributes", pa.list_(pa.string())),
     ("phrase_relations", pa.list_(pa.list_(pa.string()))),
+    # The image's annotated size: polygons are in these coordinates.
+    ("image_width", pa.int32()),
+    ("image_height", pa.int32()),
     ("ann_ids", pa.list_(pa.int64())),
     ("instance_boxes", pa.list_(pa.list_(pa.float64()))),
     # instances -> polygons -> points -> [x, y], exactly as in the source file
@@ -206,6 +209,8 @@ def task_rows(tasks: Iterable[Any], images: dict[int, dict[str, Any]], split: st
             "phrase_name": ps["name"],
             "phrase_attributes": [str(a) for a in ps.get("attributes") or []],
             "phrase_relations": _relations(ps),
+            "image_width": images[task["image_id"]]["width"],
+            "image_height": images[task["image_id"]]["height"],
             "ann_ids": task["ann_ids"],
             "instance_boxes": [[float(c) for c in b] for b in task["instance_boxes"]],
             "polygons": [[[[float(x), float(y)] for x, y in poly] for poly in inst]
@@ -237,19 +242,31 @@ def build_annotation_table(ann_dir: Path, splits: Iterable[str]
     return table, {i: images[i] for i in sorted(used)}, skips, hashes
 
 
+def write_annotation_table(table: pa.Table, path: Path) -> None:
+    """Arrow IPC, uncompressed: every shard task memory-maps it (shared page cache, random
+    access to any task's polygons for references) instead of parsing a copy."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=65536)
+    tmp.replace(path)
+
+
+def read_annotation_table(path: Path) -> pa.Table:
+    """Zero-copy view of the annotations table (memory-mapped)."""
+    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+
+
 # --- the stage as a whole -------------------------------------------------------------
 
 INGEST_SIDECAR = "annotations.json"
 
 
 def ingest(cfg) -> dict[str, Any]:
-    """Convert the configured annotation files to ``OUT/annotations.parquet``.
+    """Convert the configured annotation files to ``OUT/annotations.arrow``.
 
     Skipped when the sidecar shows the same input files (by sha256) and splits were
     already converted. Returns image records, skip log and input hashes.
     """
-    import pyarrow.parquet as pq
-
     out_dir: Path = cfg.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     sidecar = out_dir / INGEST_SIDECAR
@@ -269,9 +286,7 @@ def ingest(cfg) -> dict[str, Any]:
                 "skips": previous["skips"], "files": hashes, "rows": previous["rows"],
                 "reused": True}
     table, images, skips, hashes = build_annotation_table(ann_dir, cfg.annotations.splits)
-    tmp = cfg.annotations_path.with_name(".annotations.parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(cfg.annotations_path)
+    write_annotation_table(table, cfg.annotations_path)
     result = {"files": hashes, "splits": list(cfg.annotations.splits), "rows": table.num_rows,
               "skips": skips.to_json(), "images": {str(k): v for k, v in images.items()}}
     write_json_atomic(sidecar, result)

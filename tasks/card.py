@@ -91,9 +91,15 @@ def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table) -> st
             lines.append(f"| {stage} | {reason} | {n} | {ex} |")
     if not manifest["annotation_skips"]["counts"] and not manifest["skips"]["counts"]:
         lines.append("| – | none | 0 | |")
-    if manifest["notes"]:
+    resampled = {k: v for k, v in manifest["notes"].items() if ":" in k}
+    notes = {k: v for k, v in manifest["notes"].items() if ":" not in k and v}
+    if resampled:
+        lines += ["", "Attempts the quality filter or the reference search turned down "
+                  "(the sample was redrawn, `recipe:reason`): " + ", ".join(
+                      f"{k}: {v}" for k, v in sorted(resampled.items()))]
+    if notes:
         lines += ["", "Notes (kept, but worth knowing): " + ", ".join(
-            f"{k}: {v}" for k, v in manifest["notes"].items())]
+            f"{k}: {v}" for k, v in notes.items())]
     lines += ["", "## Loading", "", "```python",
               "import pyarrow.dataset as ds",
               "table = ds.dataset('data', format='parquet').to_table(columns=['phrase', 'composite'])",

@@ -1,22 +1,29 @@
 """Stage: composite recipes, per-sample randomness and the quality filter.
 
-- ``lut_fg`` (bcmi iHarmony4-style): composite = a(I)*M + I*(1-M), target = I.
-- ``lut_pair`` (SSH-style): composite = a(I)*M + b(I)*(1-M), target = b(I).
-Every choice a sample makes comes from its own RNG, seeded by the config seed and its
-sample id, so a row can be regenerated from its provenance columns alone.
+Recipes (ANCHORS.md):
+- ``lut_pair`` (SSH): composite = a(I)*M + b(I)*(1-M), target = b(I);
+- ``lut_fg`` (bcmi iHarmony4): composite = a(I)*M + I*(1-M), target = I;
+- ``reinhard``, ``xiao_rgb``, ``hist_ycbcr``, ``idt`` (DoveNet): the foreground's
+  colours matched to a same-category object of another image; target = I.
+``strength`` blends each change toward identity. Every choice comes from the sample's
+own RNG (config seed + sample id), so a row can be regenerated from its provenance.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from schemas.config import SynthesisConfig
+from schemas.config import LUT_RECIPES, SynthesisConfig
 from tasks.lut_kernels import composite_u8
 from tasks.luts import Lut3D
 from tasks.metrics import difficulty
+from tasks.references import Reference
+from tasks.transfers import TransferError, transfer
 
 
 def sample_seed(seed: int, sample_id: str) -> int:
@@ -33,6 +40,7 @@ class Composite:
     lut_fg: str | None
     lut_bg: str | None
     strength: float
+    reference_task_id: str | None
     metrics: dict[str, float]
 
 
@@ -48,31 +56,76 @@ def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D,
 
 
 def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    names = sorted(weights)
+    names = sorted(n for n, w in weights.items() if w > 0)
     p = np.array([weights[n] for n in names], dtype=np.float64)
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
-               rng: np.random.Generator, luts: dict[str, Lut3D]) -> Composite | None:
-    """One composite for (img, mask), or None when every attempt was a near no-op.
+def judge(metrics: dict[str, float], cfg: SynthesisConfig) -> str | None:
+    """The quality filter: None when the composite is kept, else the rejection reason."""
+    if metrics["fmse"] < cfg.min_fmse or metrics["delta_e"] < cfg.min_delta_e:
+        return "fg_change_below_min"
+    if metrics["fmse"] > cfg.max_fmse or metrics["delta_e"] > cfg.max_delta_e:
+        return "fg_change_above_max"
+    return None
 
-    The recipe is drawn once; LUTs and strength are redrawn on each attempt.
+
+def blend_toward(original: np.ndarray, changed: np.ndarray, mask: np.ndarray,
+                 strength: float) -> np.ndarray:
+    out = original.copy()
+    out[mask] = np.clip(original[mask] + strength * (changed[mask].astype(np.float32) - original[mask])
+                        + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+PickReference = Callable[[np.random.Generator], "Reference | str"]
+
+
+def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
+               rng: np.random.Generator, luts: dict[str, Lut3D],
+               pick_reference: PickReference | None = None,
+               rejections: Counter | None = None) -> Composite | str:
+    """One composite for (img, mask), or the reason there is none.
+
+    The recipe is drawn once (so the configured mixture holds); LUTs, references and
+    strength are redrawn on each attempt the quality filter rejects. A transfer recipe
+    with no same-category reference falls back to the LUT recipes (counted).
     """
+    rejections = rejections if rejections is not None else Counter()
     recipe = choose_recipe(rng, cfg.recipes)
     ids = sorted(luts)
+    reason = "no_attempt"
     for _ in range(cfg.max_attempts):
         strength = float(rng.uniform(cfg.strength_min, cfg.strength_max))
-        if recipe == "lut_fg":
-            a = ids[int(rng.integers(len(ids)))]
-            b = None
-            target, composite = apply_lut_fg(img, mask, luts[a].blend(strength))
+        lut_a = lut_b = ref_id = None
+        if recipe not in LUT_RECIPES:
+            ref = pick_reference(rng) if pick_reference else "no_same_category_reference"
+            if isinstance(ref, str):
+                rejections[f"{recipe}:{ref}"] += 1
+                if ref == "no_same_category_reference":
+                    lut_weights = {r: w for r, w in cfg.recipes.items() if r in LUT_RECIPES and w > 0}
+                    recipe = choose_recipe(rng, lut_weights or {"lut_fg": 1.0})
+                reason = ref
+                continue
+            try:
+                changed = transfer(recipe, img, mask, ref.image, ref.mask, rng)
+            except TransferError as err:
+                rejections[f"{recipe}:{err.reason}"] += 1
+                reason = err.reason
+                continue
+            target, composite = img, blend_toward(img, changed, mask, strength)
+            ref_id = ref.task_id
+        elif recipe == "lut_fg":
+            lut_a = ids[int(rng.integers(len(ids)))]
+            target, composite = apply_lut_fg(img, mask, luts[lut_a].blend(strength))
         else:
             i, j = rng.choice(len(ids), size=2, replace=False)
-            a, b = ids[int(i)], ids[int(j)]
-            target, composite = apply_lut_pair(img, mask, luts[a].blend(strength),
-                                               luts[b].blend(strength))
+            lut_a, lut_b = ids[int(i)], ids[int(j)]
+            target, composite = apply_lut_pair(img, mask, luts[lut_a].blend(strength),
+                                               luts[lut_b].blend(strength))
         metrics = difficulty(composite, target, mask)
-        if metrics["fmse"] >= cfg.min_fmse:
-            return Composite(target, composite, recipe, a, b, strength, metrics)
-    return None
+        reason = judge(metrics, cfg)
+        if reason is None:
+            return Composite(target, composite, recipe, lut_a, lut_b, strength, ref_id, metrics)
+        rejections[f"{recipe}:{reason}"] += 1
+    return reason

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -27,10 +25,11 @@ from lut_library import build_library, library_version
 from schemas.config import RunConfig
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.acquisition import SETTLED_OK, image_path
-from tasks.annotations import SkipLog
-from tasks.composite import sample_seed, synthesize
+from tasks.annotations import SkipLog, read_annotation_table
 from tasks.files import sha256_file, write_json_atomic
-from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
+from tasks.images import decode_resized
+from tasks.references import ReferencePool
+from tasks.samples import task_rows
 from tasks.versioning import code_version
 
 BINARY_COLUMNS = ("target", "composite", "mask")
@@ -93,32 +92,6 @@ def completed_marker(out_dir: Path, spec: ShardSpec, cfg: RunConfig,
     return marker
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encode failed")
-    return buf.tobytes()
-
-
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
-    if not ok:
-        raise RuntimeError("PNG encode failed")
-    return buf.tobytes()
-
-
-def load_rgb(path: Path) -> np.ndarray | None:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def bbox_of(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
-            float(ys.max() - ys.min() + 1)]
-
-
 class ShardWriter:
     """Parquet writer that flushes a row group whenever the pixel bytes pass a budget."""
 
@@ -165,69 +138,22 @@ class ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def _task_rows(task: dict[str, Any], img: np.ndarray, rec_size: tuple[int, int],
-               actual_size: tuple[int, int], cfg: RunConfig, luts, skips: SkipLog,
-               notes: Counter) -> list[dict[str, Any]]:
-    syn = cfg.synthesis
-    aw, ah = rec_size
-    problem = polygon_problem(task["polygons"], aw, ah)
-    if problem:
-        skips.add(problem, task["task_id"])
-        return []
-    notes["degenerate_polygons"] += degenerate_polygon_count(task["polygons"])
-    # Polygons are in the annotated size's coordinates; rasterize there, then resize.
-    mask = resize_mask(polygons_to_mask(task["polygons"], aw, ah), syn.size, syn.size,
-                       cfg.masks.binarize_threshold)
-    fg_ratio = float(mask.mean())
-    if fg_ratio < syn.min_fg_ratio or not mask.any():
-        skips.add("fg_ratio_below_min", task["task_id"])
-        return []
-    if fg_ratio > syn.max_fg_ratio:
-        skips.add("fg_ratio_above_max", task["task_id"])
-        return []
-    mask_png, bbox = encode_mask_png(mask), bbox_of(mask)
-    rows = []
-    for k in range(syn.composites_per_task):
-        sample_id = f"{task['task_id']}#{k}"
-        seed = sample_seed(cfg.seed, sample_id)
-        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts)
-        if result is None:
-            skips.add("fg_change_below_min", sample_id)
-            continue
-        rows.append({
-            "sample_id": sample_id, "task_id": task["task_id"], "image_id": task["image_id"],
-            "split": task["split"], "phrase": task["phrase"], "phrase_name": task["phrase_name"],
-            "phrase_attributes": task["phrase_attributes"],
-            "phrase_relations": task["phrase_relations"],
-            "caption": None, "caption_candidates": None, "caption_clip_score": None,
-            "caption_model": None,
-            "target": encode_jpeg(result.target, syn.jpeg_quality),
-            "composite": encode_jpeg(result.composite, syn.jpeg_quality),
-            "mask": mask_png, "width": syn.size, "height": syn.size,
-            "orig_width": actual_size[0], "orig_height": actual_size[1],
-            "fg_ratio": fg_ratio, "bbox": bbox,
-            "recipe": result.recipe, "lut_fg": result.lut_fg, "lut_bg": result.lut_bg,
-            "strength": result.strength, "reference_task_id": None, "seed": seed,
-            **result.metrics,
-            "clip_image": None, "clip_phrase": None, "clip_caption": None,
-        })
-    return rows
+def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Write ``spec``'s shard and marker; return the marker (rows, bytes, sha256, stats).
 
-
-def build_shard(cfg: RunConfig, spec: ShardSpec, annotations_path: Path,
-                image_records: dict[int, dict[str, Any]],
-                ledger: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Write ``spec``'s shard and marker; return the marker (rows, bytes, sha256, stats)."""
+    ``ledger`` holds the acquisition rows of the shard's images (status and sha256).
+    """
     out_dir = cfg.out_dir
     path = out_dir / spec.relpath
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed run
         stale.unlink(missing_ok=True)
-    tasks = pq.read_table(annotations_path, filters=[("image_id", "in", list(spec.image_ids))])
+    annotations = read_annotation_table(cfg.annotations_path)
+    mine = annotations.filter(pc.is_in(annotations["image_id"], pa.array(spec.image_ids, pa.int64())))
     by_image: dict[int, list[dict[str, Any]]] = {}
-    for task in tasks.to_pylist():
+    for task in mine.drop_columns(["ann_ids", "instance_boxes"]).to_pylist():
         by_image.setdefault(task["image_id"], []).append(task)
-
+    refs = ReferencePool(annotations, cfg.images_dir, cfg.synthesis.size, cfg.masks.binarize_threshold)
     luts = build_library(33)
     skips, notes = SkipLog(), Counter()
     meta = {"phraseharmony.schema_version": SCHEMA_VERSION,
@@ -241,24 +167,26 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, annotations_path: Path,
         for image_id in spec.image_ids:
             image_tasks = sorted(by_image.get(image_id, []), key=lambda t: t["task_id"])
             status = ledger.get(image_id, {}).get("status", "pending")
-            img = load_rgb(image_path(cfg.images_dir, image_id)) if status == SETTLED_OK else None
-            if img is None:
+            decoded = None
+            if status == SETTLED_OK:
+                try:
+                    decoded = decode_resized(image_path(cfg.images_dir, image_id).read_bytes(),
+                                             cfg.synthesis.size)
+                except OSError:
+                    decoded = None
+            if decoded is None:
                 reason = f"image_{status}" if status != SETTLED_OK else "image_unreadable"
                 for task in image_tasks:
                     skips.add(reason, task["task_id"])
                 continue
-            rec = image_records[image_id]
-            actual = (img.shape[1], img.shape[0])
-            if actual != (rec["width"], rec["height"]):
+            img, orig = decoded
+            if image_tasks and orig != (image_tasks[0]["image_width"], image_tasks[0]["image_height"]):
                 notes["image_size_mismatch"] += 1
-            small = cv2.resize(img, (cfg.synthesis.size, cfg.synthesis.size),
-                               interpolation=cv2.INTER_AREA)
             for task in image_tasks:
-                for row in _task_rows(task, small, (rec["width"], rec["height"]), actual,
-                                      cfg, luts, skips, notes):
+                for row in task_rows(task, img, orig, cfg, luts, refs, skips, notes):
                     writer.add(row)
         total = writer.total_rows + len(writer.rows)
-        stats = {"rows": total, "images": len(spec.image_ids), "tasks": tasks.num_rows,
+        stats = {"rows": total, "images": len(spec.image_ids), "tasks": mine.num_rows,
                  "skips": skips.to_json(), "notes": dict(sorted(notes.items()))}
         writer.close({"phraseharmony.stats": json.dumps(stats, sort_keys=True)})
     except BaseException:

@@ -1,12 +1,15 @@
 """Recipes, per-sample determinism, metric definitions."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from lut_library import build_library
 from schemas.config import SynthesisConfig
-from tasks.composite import apply_lut_fg, apply_lut_pair, sample_seed, synthesize
+from tasks.composite import apply_lut_fg, apply_lut_pair, choose_recipe, sample_seed, synthesize
 from tasks.metrics import PSNR_CAP, difficulty, fmse, mse, psnr_from_mse
+from tasks.references import Reference
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_lut_pair_is_ssh_style(scene):
 
 def test_same_seed_same_composite_and_seed_depends_on_sample(scene):
     img, mask = scene
-    cfg = SynthesisConfig()
+    cfg = SynthesisConfig(recipes={"lut_pair": 1, "lut_fg": 1})
     lib = build_library()
     s = sample_seed(0, "1__2#0")
     assert s == sample_seed(0, "1__2#0") and s != sample_seed(0, "1__2#1") != sample_seed(1, "1__2#0")
@@ -49,13 +52,48 @@ def test_same_seed_same_composite_and_seed_depends_on_sample(scene):
     r2 = synthesize(img, mask, cfg, np.random.default_rng(s), lib)
     assert (r1.recipe, r1.lut_fg, r1.lut_bg, r1.strength) == (r2.recipe, r2.lut_fg, r2.lut_bg, r2.strength)
     assert np.array_equal(r1.composite, r2.composite) and np.array_equal(r1.target, r2.target)
-    assert r1.metrics["fmse"] >= cfg.min_fmse
+    assert r1.metrics["fmse"] >= cfg.min_fmse and r1.metrics["delta_e"] >= cfg.min_delta_e
 
 
-def test_floor_on_change_gives_up_after_max_attempts(scene):
+def test_floor_and_ceiling_reject_and_count(scene):
     img, mask = scene
-    cfg = SynthesisConfig(min_fmse=1e9, max_attempts=3)
-    assert synthesize(img, mask, cfg, np.random.default_rng(0), build_library()) is None
+    lib = build_library()
+    rejections = Counter()
+    cfg = SynthesisConfig(min_fmse=8000, max_fmse=9000, max_attempts=3, recipes={"lut_fg": 1})
+    assert synthesize(img, mask, cfg, np.random.default_rng(0), lib, None, rejections) \
+        == "fg_change_below_min"
+    assert rejections == {"lut_fg:fg_change_below_min": 3}
+    cfg = SynthesisConfig(min_fmse=0, max_fmse=0.5, min_delta_e=0, max_delta_e=0.1,
+                          max_attempts=2, recipes={"lut_pair": 1})
+    assert synthesize(img, mask, cfg, np.random.default_rng(0), lib) == "fg_change_above_max"
+
+
+def test_mixture_follows_the_weights(scene):
+    img, mask = scene
+    cfg = SynthesisConfig(recipes={"lut_pair": 3, "lut_fg": 1}, min_fmse=0, min_delta_e=0)
+    picks = Counter(choose_recipe(np.random.default_rng(i), cfg.recipes) for i in range(4000))
+    assert abs(picks["lut_pair"] / 4000 - 0.75) < 0.03
+
+
+def test_transfer_recipe_uses_the_reference_and_records_it(scene):
+    img, mask = scene
+    import cv2
+    from skimage import data
+    ref_img = cv2.resize(data.coffee(), (128, 128), interpolation=cv2.INTER_AREA)
+    ref = Reference("9__1", ref_img, np.ones((128, 128), bool))
+    cfg = SynthesisConfig(recipes={"reinhard": 1})
+    out = synthesize(img, mask, cfg, np.random.default_rng(1), build_library(), lambda rng: ref)
+    assert out.recipe == "reinhard" and out.reference_task_id == "9__1" and out.lut_fg is None
+    assert np.array_equal(out.target, img) and np.array_equal(out.composite[~mask], img[~mask])
+
+
+def test_no_reference_falls_back_to_a_lut_recipe_and_is_counted(scene):
+    img, mask = scene
+    rejections = Counter()
+    cfg = SynthesisConfig(recipes={"hist_ycbcr": 1, "lut_fg": 0})
+    out = synthesize(img, mask, cfg, np.random.default_rng(1), build_library(),
+                     lambda rng: "no_same_category_reference", rejections)
+    assert out.recipe == "lut_fg" and rejections["hist_ycbcr:no_same_category_reference"] == 1
 
 
 def test_metric_definitions():

@@ -1,0 +1,82 @@
+"""Same-category references for the colour-transfer recipes (DoveNet's rule).
+
+A reference is a task of *another* image with the same ``phrase_name`` in the same
+split (so no test pixels leak into training composites). Candidates come from the whole
+annotation table, sorted by (image_id, task_id), so the choice is a pure function of
+the annotations and the sample's RNG, whatever the shard or worker.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.images import load_resized
+from tasks.masks import polygon_problem, polygons_to_mask, resize_mask
+
+
+@dataclass(frozen=True)
+class Reference:
+    task_id: str
+    image: np.ndarray   # stored size, RGB uint8
+    mask: np.ndarray    # stored size, bool
+
+
+class ReferencePool:
+    def __init__(self, annotations: pa.Table, images_dir, size: int, threshold: float,
+                 cache_images: int = 64):
+        self.table = annotations
+        self.images_dir, self.size, self.threshold = images_dir, size, threshold
+        order = np.lexsort((np.asarray(annotations["task_id"].to_pylist(), dtype=object).astype(str),
+                            annotations["image_id"].to_numpy()))
+        keys = [f"{s}\x00{n}" for s, n in zip(annotations["split"].to_pylist(),
+                                              annotations["phrase_name"].to_pylist())]
+        self.groups: dict[str, np.ndarray] = {}
+        for row in order:
+            self.groups.setdefault(keys[row], []).append(row)
+        self.groups = {k: np.asarray(v, np.int64) for k, v in self.groups.items()}
+        self.image_ids = annotations["image_id"].to_numpy()
+        self._images: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._cache_images = cache_images
+
+    def candidates(self, split: str, name: str, image_id: int) -> tuple[np.ndarray, int, int]:
+        """Rows of the group, and the [start, stop) range holding ``image_id``'s own tasks."""
+        rows = self.groups.get(f"{split}\x00{name}", np.empty(0, np.int64))
+        ids = self.image_ids[rows]
+        return rows, int(np.searchsorted(ids, image_id, "left")), int(np.searchsorted(ids, image_id, "right"))
+
+    def pick(self, rng: np.random.Generator, split: str, name: str,
+             image_id: int) -> Reference | str:
+        """A reference, or the reason there is none."""
+        rows, start, stop = self.candidates(split, name, image_id)
+        n = len(rows) - (stop - start)
+        if n <= 0:
+            return "no_same_category_reference"
+        j = int(rng.integers(n))
+        row = int(rows[j if j < start else j + (stop - start)])
+        task = {c: self.table[c][row].as_py() for c in
+                ("task_id", "image_id", "polygons", "image_width", "image_height")}
+        image = self._image(task["image_id"])
+        if image is None:
+            return "reference_image_unavailable"
+        w, h = task["image_width"], task["image_height"]
+        if polygon_problem(task["polygons"], w, h):
+            return "reference_polygon_unusable"
+        mask = resize_mask(polygons_to_mask(task["polygons"], w, h), self.size, self.size,
+                           self.threshold)
+        if mask.sum() < 16:
+            return "reference_mask_too_small"
+        return Reference(task["task_id"], image, mask)
+
+    def _image(self, image_id: int) -> np.ndarray | None:
+        if image_id in self._images:
+            self._images.move_to_end(image_id)
+            return self._images[image_id]
+        img = load_resized(self.images_dir, image_id, self.size)
+        self._images[image_id] = img
+        if len(self._images) > self._cache_images:
+            self._images.popitem(last=False)
+        return img

@@ -1,0 +1,101 @@
+"""Per-image work inside a shard: masks, composites, encodes -> shard rows.
+
+Everything here is plain Python/NumPy on one image and its phrase tasks; the shard
+module loops over images and writes the rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import cv2
+import numpy as np
+
+from schemas.config import RunConfig
+from tasks.annotations import SkipLog
+from tasks.composite import sample_seed, synthesize
+from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
+from tasks.references import ReferencePool
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encode failed")
+    return buf.tobytes()
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
+    if not ok:
+        raise RuntimeError("PNG encode failed")
+    return buf.tobytes()
+
+
+def bbox_of(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1)]
+
+
+def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Counter) -> np.ndarray | None:
+    """The stored-size mask of a task, or None (counted) when it cannot be used."""
+    syn, w, h = cfg.synthesis, task["image_width"], task["image_height"]
+    problem = polygon_problem(task["polygons"], w, h)
+    if problem:
+        skips.add(problem, task["task_id"])
+        return None
+    notes["degenerate_polygons"] += degenerate_polygon_count(task["polygons"])
+    # Polygons are in the annotated size's coordinates: rasterize there, then resize.
+    mask = resize_mask(polygons_to_mask(task["polygons"], w, h), syn.size, syn.size,
+                       cfg.masks.binarize_threshold)
+    ratio = float(mask.mean())
+    if ratio < syn.min_fg_ratio or not mask.any():
+        skips.add("fg_ratio_below_min", task["task_id"])
+        return None
+    if ratio > syn.max_fg_ratio:
+        skips.add("fg_ratio_above_max", task["task_id"])
+        return None
+    return mask
+
+
+def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int], cfg: RunConfig,
+              luts, refs: ReferencePool, skips: SkipLog, notes: Counter) -> list[dict[str, Any]]:
+    """``composites_per_task`` rows for one phrase task of an already-resized image."""
+    syn = cfg.synthesis
+    mask = task_mask(task, cfg, skips, notes)
+    if mask is None:
+        return []
+    mask_png, bbox, fg_ratio = encode_mask_png(mask), bbox_of(mask), float(mask.mean())
+
+    def pick(rng):
+        return refs.pick(rng, task["split"], task["phrase_name"], task["image_id"])
+
+    rows = []
+    for k in range(syn.composites_per_task):
+        sample_id = f"{task['task_id']}#{k}"
+        seed = sample_seed(cfg.seed, sample_id)
+        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts, pick, notes)
+        if isinstance(result, str):
+            skips.add(result, sample_id)
+            continue
+        rows.append({
+            "sample_id": sample_id, "task_id": task["task_id"], "image_id": task["image_id"],
+            "split": task["split"], "phrase": task["phrase"], "phrase_name": task["phrase_name"],
+            "phrase_attributes": task["phrase_attributes"],
+            "phrase_relations": task["phrase_relations"],
+            "caption": None, "caption_candidates": None, "caption_clip_score": None,
+            "caption_model": None,
+            "target": encode_jpeg(result.target, syn.jpeg_quality),
+            "composite": encode_jpeg(result.composite, syn.jpeg_quality),
+            "mask": mask_png, "width": syn.size, "height": syn.size,
+            "orig_width": orig_size[0], "orig_height": orig_size[1],
+            "fg_ratio": fg_ratio, "bbox": bbox,
+            "recipe": result.recipe, "lut_fg": result.lut_fg, "lut_bg": result.lut_bg,
+            "strength": result.strength, "reference_task_id": result.reference_task_id,
+            "seed": seed, **result.metrics,
+            "clip_image": None, "clip_phrase": None, "clip_caption": None,
+        })
+    return rows
