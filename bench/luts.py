@@ -39,7 +39,7 @@ def median_ms(fn, repeat: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--look", default="teal_orange")
+    ap.add_argument("--look", default="split_teal_orange_0.50")
     a = ap.parse_args()
 
     img = cv2.resize(load_photo("motorcycle"), (800, 600), interpolation=cv2.INTER_AREA)
@@ -60,7 +60,7 @@ def main() -> None:
                     max(3, a.repeat // 10))
     mask = np.zeros(img.shape[:2], bool)
     mask[150:450, 200:600] = True
-    other = build_library()["exposure_up"]
+    other = build_library()["exposure_+0.6"]
     fused = median_ms(lambda: composite_u8(img, mask, lut, other), a.repeat)
     two_pass = median_ms(lambda: (other.apply(img), lut.apply(img)), a.repeat)
 

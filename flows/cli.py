@@ -24,6 +24,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 
 
+def _add_luts() -> None:
+    from flows.cli_luts import app as luts_app
+
+    app.add_typer(luts_app, name="luts")
+
+
 class _ShardProgress(logging.Handler):
     """Moves a rich progress bar on the flow's per-shard log records."""
 
@@ -100,6 +106,9 @@ def preview(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
 
     path = write_preview(out_dir, read_manifest(out_dir), out, n)
     console.print(f"wrote {path}")
+
+
+_add_luts()
 
 
 def main() -> None:

@@ -117,6 +117,24 @@ class SynthesisConfig(_Strict):
         return self
 
 
+class LutsConfig(_Strict):
+    # Lattice size of the built-in looks: 33 is the industry default (17 visibly bands
+    # on smooth gradients, 65 costs 8x the memory for no visible gain at 8 bits).
+    size: int = Field(33, ge=2, le=65)
+    # Folders of users' .cube files that join the library (ids "user:<folder>/<name>").
+    user_dirs: tuple[Path, ...] = ()
+    # Log-to-Rec.709 and similar conversions are not looks: keep them out by default.
+    exclude_technical: bool = True
+    # `luts check` flags LUTs whose chart colours sit within this mean ΔE2000 of another.
+    near_duplicate_delta_e: float = Field(1.0, ge=0.0)
+
+    def library(self):
+        from lut_library import build_library
+
+        return build_library(self.size, tuple(str(d) for d in self.user_dirs),
+                             self.exclude_technical, self.near_duplicate_delta_e)
+
+
 class ShardsConfig(_Strict):
     # ~1,000 images -> ~9,000 rows per shard keeps Prefect at a few hundred task runs.
     images_per_shard: int = Field(1000, ge=1)
@@ -142,6 +160,7 @@ class RunConfig(_Strict):
     images: ImagesConfig = ImagesConfig()
     masks: MaskConfig = MaskConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
+    luts: LutsConfig = LutsConfig()
     shards: ShardsConfig = ShardsConfig()
     runner: RunnerConfig = RunnerConfig()
 
@@ -160,6 +179,9 @@ class RunConfig(_Strict):
         # of the annotation files is recorded separately in the manifest).
         data["annotations"].pop("dir")
         data["images"].pop("dir")
+        # User LUT folders matter by content: the library version in every output
+        # covers them; their paths do not change bytes.
+        data["luts"].pop("user_dirs")
         return data
 
     def config_hash(self) -> str:
@@ -230,4 +252,5 @@ def _anchor_paths(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={
         "annotations": cfg.annotations.model_copy(update={"dir": anchored(cfg.annotations.dir)}),
         "images": cfg.images.model_copy(update={"dir": anchored(cfg.images.dir)}),
+        "luts": cfg.luts.model_copy(update={"user_dirs": tuple(anchored(d) for d in cfg.luts.user_dirs)}),
     })

@@ -81,6 +81,15 @@ def ciede2000(L1, a1, b1, L2, a2, b2):
 
 
 @njit(**_JIT)
+def delta_e_rows(lab1, lab2):
+    """CIEDE2000 of each row pair of two (n, 3) CIELAB arrays."""
+    out = np.empty(lab1.shape[0])
+    for i in range(lab1.shape[0]):
+        out[i] = ciede2000(lab1[i, 0], lab1[i, 1], lab1[i, 2], lab2[i, 0], lab2[i, 1], lab2[i, 2])
+    return out
+
+
+@njit(**_JIT)
 def _errors(a, b, mask, stride, lin, m, white):
     sse = 0.0
     sse_fg = 0.0

@@ -275,6 +275,11 @@ def write_cube(lut: Lut3D, path: str | Path) -> None:
     shaper + 3D layout (with *_INPUT_RANGE) when the LUT has a 1D shaper."""
     from tasks.files import write_bytes_atomic
 
+    write_bytes_atomic(Path(path), cube_bytes(lut, path))
+
+
+def cube_bytes(lut: Lut3D, path: str | Path = "<memory>") -> bytes:
+    """The .cube text of ``lut`` (deterministic: same table, same bytes)."""
     lines = [f'TITLE "{lut.title}"'] if lut.title else []
     default_domain = (lut.domain_min, lut.domain_max) == ((0.0,) * 3, (1.0,) * 3)
     if (lut.shaper is not None and lut.size == 2 and default_domain
@@ -284,8 +289,7 @@ def write_cube(lut: Lut3D, path: str | Path) -> None:
         lines.append("DOMAIN_MIN " + " ".join(_num(v) for v in lut.shaper_min))
         lines.append("DOMAIN_MAX " + " ".join(_num(v) for v in lut.shaper_max))
         lines.extend(" ".join(_num(v) for v in row) for row in lut.shaper)
-        write_bytes_atomic(Path(path), ("\n".join(lines) + "\n").encode())
-        return
+        return ("\n".join(lines) + "\n").encode()
     if lut.shaper is None:
         lines.append(f"LUT_3D_SIZE {lut.size}")
         if not default_domain:
@@ -298,7 +302,7 @@ def write_cube(lut: Lut3D, path: str | Path) -> None:
                   f"LUT_3D_INPUT_RANGE {_uniform(lut.domain_min, lut.domain_max, path)}"]
         lines.extend(" ".join(_num(v) for v in row) for row in lut.shaper)
     lines.extend(" ".join(_num(v) for v in row) for row in lut.table.transpose(2, 1, 0, 3).reshape(-1, 3))
-    write_bytes_atomic(Path(path), ("\n".join(lines) + "\n").encode())
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _num(v: float) -> str:

@@ -20,8 +20,11 @@ from tasks.references import ReferencePool
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    # 4:4:4 (no chroma subsampling): the data is about colour, and 4:2:0 would blur a
+    # small foreground's colour shift into its surroundings.
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+                           [cv2.IMWRITE_JPEG_QUALITY, quality,
+                            cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
     if not ok:
         raise RuntimeError("JPEG encode failed")
     return buf.tobytes()

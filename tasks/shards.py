@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 
-from lut_library import build_library, library_version
+from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.acquisition import SETTLED_OK, image_path
@@ -154,12 +154,12 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, dict[str, Any
     for task in mine.drop_columns(["ann_ids", "instance_boxes"]).to_pylist():
         by_image.setdefault(task["image_id"], []).append(task)
     refs = ReferencePool(annotations, cfg.images_dir, cfg.synthesis.size, cfg.masks.binarize_threshold)
-    luts = build_library(33)
+    luts = cfg.luts.library()
     skips, notes = SkipLog(), Counter()
     meta = {"phraseharmony.schema_version": SCHEMA_VERSION,
             "phraseharmony.config_hash": cfg.config_hash(),
             "phraseharmony.code_version": code_version(),
-            "phraseharmony.lut_library_version": library_version(),
+            "phraseharmony.lut_library_version": library_version(luts),
             "phraseharmony.shard": spec.name,
             "phraseharmony.clip_model": ""}
     writer = ShardWriter(path, meta, cfg)

@@ -24,7 +24,7 @@ def scene():
 
 def test_lut_fg_changes_only_the_foreground(scene):
     img, mask = scene
-    lut = build_library()["wb_cool"]
+    lut = build_library()["wb_9000k"]
     target, comp = apply_lut_fg(img, mask, lut)
     assert np.array_equal(target, img)
     assert np.array_equal(comp[~mask], img[~mask])
@@ -34,7 +34,7 @@ def test_lut_fg_changes_only_the_foreground(scene):
 def test_lut_pair_is_ssh_style(scene):
     img, mask = scene
     lib = build_library()
-    a, b = lib["exposure_up"], lib["sepia"]
+    a, b = lib["exposure_+0.6"], lib["mono_sepia_0.95"]
     target, comp = apply_lut_pair(img, mask, a, b)
     assert np.array_equal(target, b.apply(img))
     assert np.array_equal(comp[~mask], target[~mask])

@@ -120,7 +120,7 @@ def test_refusals_name_file_and_line(tmp_path, body, message):
 
 def test_shaper_plus_cube_round_trip(tmp_path):
     shaper = np.linspace(0, 1, 5, dtype=np.float32)[:, None].repeat(3, 1) ** 0.5
-    lut = Lut3D(build_library()["sepia"].table, "s", shaper=shaper,
+    lut = Lut3D(build_library()["mono_sepia_0.95"].table, "s", shaper=shaper,
                 shaper_min=(0.0,) * 3, shaper_max=(2.0,) * 3)
     write_cube(lut, tmp_path / "s.cube")
     back = read_cube(tmp_path / "s.cube")

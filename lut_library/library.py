@@ -1,0 +1,193 @@
+"""The LUT library a build uses: built-in looks plus users' .cube folders.
+
+User LUTs join by config, de-duplicated by content; near-duplicates (mean ΔE2000 on a
+colour chart below a threshold) are flagged; technical LUTs (log-to-Rec.709 and the
+like, which are conversions rather than looks) can be excluded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from lut_library.looks import LOOKS, builtin_luts
+from tasks.colorimetry import delta_e_rows, srgb_to_lab
+from tasks.luts import CubeError, Lut3D, read_cube
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE / "manifest.json"
+GENERATED = HERE / "generated"
+# Names that say "conversion, not look" in the wild.
+TECHNICAL_NAME = re.compile(r"(log|slog|s-log|logc|clog|vlog|rec\.?709|to[_ -]?709|aces|"
+                            r"rec\.?2020|lin(ear)?[_ -]?to|cineon)", re.I)
+
+
+@lru_cache(maxsize=1)
+def chart_srgb() -> np.ndarray:
+    """The 24 patches of the X-Rite ColorChecker (post-2014 data) as sRGB uint8 (D65)."""
+    import colour
+
+    cc = colour.CCS_COLOURCHECKERS["ColorChecker24 - After November 2014"]
+    xyy = np.array(list(cc.data.values()))
+    d65 = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["D65"]
+    rgb = colour.XYZ_to_sRGB(colour.xyY_to_XYZ(xyy), illuminant=cc.illuminant,
+                             chromatic_adaptation_transform="Bradford")
+    del d65
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def chart_lab(lut: Lut3D | None) -> np.ndarray:
+    """The chart through ``lut`` (None: untouched), in CIELAB."""
+    chart = chart_srgb()
+    return srgb_to_lab(chart if lut is None else lut.apply(chart))
+
+
+def chart_delta_e(a: Lut3D, b: Lut3D | None = None) -> float:
+    """Mean CIEDE2000 between two LUTs' outputs on the chart (b=None: the identity)."""
+    return float(delta_e_rows(chart_lab(a), chart_lab(b)).mean())
+
+
+def same_table(a: Lut3D, b: Lut3D, atol: float = 1e-4) -> bool:
+    """The same LUT up to the precision a .cube file keeps."""
+    if a.size != b.size or (a.shaper is None) != (b.shaper is None):
+        return False
+    if not (np.allclose(a.domain_min, b.domain_min) and np.allclose(a.domain_max, b.domain_max)):
+        return False
+    if a.shaper is not None and (a.shaper.shape != b.shaper.shape
+                                 or not np.allclose(a.shaper, b.shaper, atol=atol)):
+        return False
+    return bool(np.allclose(a.table, b.table, atol=atol))
+
+
+def looks_technical(name: str, lut: Lut3D) -> bool:
+    """A log-to-video style conversion: says so in its name, or behaves like a log
+    decode: neutral shadows crushed, a steep mid-tone climb, near-white by 85% input,
+    and muted colours made far more saturated (log footage is flat and grey)."""
+    if TECHNICAL_NAME.search(name):
+        return True
+    grey = np.repeat(np.array([26, 77, 153, 217], np.uint8)[:, None], 3, axis=1)
+    out = lut.apply(grey).mean(axis=1) / 255.0
+    muted = np.array([[150, 128, 106], [106, 128, 150], [128, 150, 106]], np.uint8)
+    gain = np.mean(_chroma(lut.apply(muted)) / _chroma(muted))
+    return bool(out[0] < 0.06 and (out[2] - out[1]) / 0.3 > 1.75 and out[3] > 0.95 and gain > 1.8)
+
+
+def _chroma(px: np.ndarray) -> np.ndarray:
+    lab = srgb_to_lab(px)
+    return np.hypot(lab[:, 1], lab[:, 2])
+
+
+def content_id(lut: Lut3D) -> str:
+    return hashlib.sha256(lut.content_key()).hexdigest()[:16]
+
+
+@dataclass
+class UserLut:
+    id: str
+    path: Path
+    lut: Lut3D | None
+    error: str | None = None
+    duplicate_of: str | None = None
+    near_duplicate_of: str | None = None
+    technical: bool = False
+
+
+def scan_folder(folder: Path, known: dict[str, Lut3D] | None = None,
+                near_delta_e: float = 1.0) -> list[UserLut]:
+    """Read every .cube under ``folder``; classify each (error, duplicate, near-duplicate
+    of an earlier or known LUT, technical). Sorted by path: stable ids and choices."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder of .cube files")
+    accepted: dict[str, Lut3D] = dict(known or {})
+    labs = {k: chart_lab(v) for k, v in accepted.items()}
+    out = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".cube"):
+        uid = f"user:{folder.name}/{path.relative_to(folder).with_suffix('').as_posix()}"
+        try:
+            lut = read_cube(path)
+        except CubeError as exc:
+            out.append(UserLut(uid, path, None, error=str(exc)))
+            continue
+        entry = UserLut(uid, path, lut, technical=looks_technical(path.stem + " " + lut.title, lut))
+        entry.duplicate_of = next((k for k, v in accepted.items() if same_table(lut, v)), None)
+        if entry.duplicate_of is None:
+            lab = chart_lab(lut)
+            entry.near_duplicate_of = next(
+                (k for k, other in labs.items() if delta_e_rows(lab, other).mean() < near_delta_e), None)
+            accepted[uid], labs[uid] = lut, lab
+        out.append(entry)
+    return out
+
+
+def build_library(size: int = 33, user_dirs: tuple[str, ...] = (), exclude_technical: bool = True,
+                  near_delta_e: float = 1.0) -> dict[str, Lut3D]:
+    """id -> LUT: the built-in looks, then each user folder's usable, non-duplicate LUTs
+    (near-duplicates are kept, only flagged by ``luts check``)."""
+    return dict(_library(size, tuple(str(d) for d in user_dirs), exclude_technical, near_delta_e))
+
+
+@lru_cache(maxsize=4)
+def _library(size, user_dirs, exclude_technical, near_delta_e) -> tuple[tuple[str, Lut3D], ...]:
+    luts = dict(builtin_luts(size))
+    for folder in user_dirs:
+        # Near-duplicates stay in (only `luts check` flags them): no chart comparisons here.
+        for entry in scan_folder(Path(folder), luts, near_delta_e=0.0):
+            if entry.lut is None or entry.duplicate_of or (exclude_technical and entry.technical):
+                continue
+            luts[entry.id] = entry.lut
+    return tuple(luts.items())
+
+
+def library_version(luts: dict[str, Lut3D] | None = None) -> str:
+    """Digest of every LUT's id and content: changes whenever the library does."""
+    luts = luts if luts is not None else builtin_luts(33)
+    h = hashlib.sha256()
+    for key in sorted(luts):
+        h.update(key.encode())
+        h.update(content_id(luts[key]).encode())
+    return h.hexdigest()[:12]
+
+
+# --- the committed manifest and the generated .cube files --------------------------------
+
+def manifest_entries(size: int = 33) -> list[dict]:
+    from tasks.luts import cube_bytes
+
+    luts = builtin_luts(size)
+    return [{"id": lk.id, "family": lk.family, "steps": lk.params_json(),
+             "sha256": hashlib.sha256(cube_bytes(luts[lk.id])).hexdigest(),
+             "delta_e_vs_identity": round(chart_delta_e(luts[lk.id]), 2)}
+            for lk in LOOKS]
+
+
+def write_manifest(size: int = 33, path: Path = MANIFEST) -> dict:
+    from tasks.files import write_json_atomic
+
+    data = {"size": size, "count": len(LOOKS), "version": library_version(builtin_luts(size)),
+            "chart": "ColorChecker24 - After November 2014, sRGB D65",
+            "looks": manifest_entries(size)}
+    write_json_atomic(path, data)
+    return data
+
+
+def write_cubes(out_dir: Path = GENERATED, size: int = 33) -> list[Path]:
+    """Every built-in look as ``<id>.cube`` (deterministic bytes, TITLE = id)."""
+    from tasks.luts import write_cube
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, lut in builtin_luts(size).items():
+        write_cube(lut, out_dir / f"{key}.cube")
+        paths.append(out_dir / f"{key}.cube")
+    return paths
+
+
+def read_manifest(path: Path = MANIFEST) -> dict:
+    return json.loads(path.read_text())
