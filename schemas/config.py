@@ -78,7 +78,7 @@ class SynthesisConfig(_Strict):
     recipes: dict[str, float] = {"lut_pair": 0.35, "lut_fg": 0.25, "reinhard": 0.12,
                                  "xiao_rgb": 0.12, "hist_ycbcr": 0.12, "idt": 0.04}
     # Blend of each change toward identity, drawn uniformly; 1.0 is the full change.
-    strength_min: float = Field(0.6, ge=0.0, le=1.0)
+    strength_min: float = Field(0.75, ge=0.0, le=1.0)
     strength_max: float = Field(1.0, ge=0.0, le=1.0)
     # Foreground-ratio bounds: tiny regions teach nothing, huge ones are global grading.
     min_fg_ratio: float = Field(0.005, ge=0.0, le=1.0)

@@ -5,8 +5,9 @@ Recipes (ANCHORS.md):
 - ``lut_fg`` (bcmi iHarmony4): composite = a(I)*M + I*(1-M), target = I;
 - ``reinhard``, ``xiao_rgb``, ``hist_ycbcr``, ``idt`` (DoveNet): the foreground's
   colours matched to a same-category object of another image; target = I.
-``strength`` blends each change toward identity. Every choice comes from the sample's
-own RNG (config seed + sample id), so a row can be regenerated from its provenance.
+``strength`` s blends each change toward identity in output space: I + s*(change(I) - I).
+Every choice comes from the sample's own RNG (config seed + sample id), so a row can be
+regenerated from its provenance.
 """
 
 from __future__ import annotations
@@ -44,15 +45,16 @@ class Composite:
     metrics: dict[str, float]
 
 
-def apply_lut_fg(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D) -> tuple[np.ndarray, np.ndarray]:
+def apply_lut_fg(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D,
+                 strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """bcmi-style: target = I, composite = A(I) on the mask, I elsewhere."""
-    return composite_u8(img, mask, lut_a)
+    return composite_u8(img, mask, lut_a, None, strength)
 
 
-def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D,
-                   lut_b: Lut3D) -> tuple[np.ndarray, np.ndarray]:
+def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D, lut_b: Lut3D,
+                   strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """SSH-style: target = B(I), composite = A(I) on the mask, B(I) elsewhere."""
-    return composite_u8(img, mask, lut_a, lut_b)
+    return composite_u8(img, mask, lut_a, lut_b, strength)
 
 
 def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -117,12 +119,11 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
             ref_id = ref.task_id
         elif recipe == "lut_fg":
             lut_a = ids[int(rng.integers(len(ids)))]
-            target, composite = apply_lut_fg(img, mask, luts[lut_a].blend(strength))
+            target, composite = apply_lut_fg(img, mask, luts[lut_a], strength)
         else:
             i, j = rng.choice(len(ids), size=2, replace=False)
             lut_a, lut_b = ids[int(i)], ids[int(j)]
-            target, composite = apply_lut_pair(img, mask, luts[lut_a].blend(strength),
-                                               luts[lut_b].blend(strength))
+            target, composite = apply_lut_pair(img, mask, luts[lut_a], luts[lut_b], strength)
         metrics = difficulty(composite, target, mask)
         reason = judge(metrics, cfg)
         if reason is None:

@@ -3,7 +3,7 @@
 Inputs come from ``Lut3D.positions()``: per channel and input code, the offset of the
 lattice cell in the flat table (strides folded in) and the fraction, so the kernels do
 only the interpolation, in float32. The fused kernel makes a whole composite in one
-pass: target = B(I) (or I), composite = A(I) on the mask and the target elsewhere; A is
+call: target = B(I) (or I), composite = A(I) on the mask and the target elsewhere; A is
 evaluated on foreground pixels only.
 """
 
@@ -15,13 +15,15 @@ from numba import njit
 # cache=True: compiled once per machine into __pycache__, not once per task run.
 _JIT = {"cache": True, "nogil": True, "boundscheck": False}
 _ZERO, _ONE, _SCALE, _HALF = np.float32(0.0), np.float32(1.0), np.float32(255.0), np.float32(0.5)
+_INV255 = np.float32(1.0 / 255.0)
 
 
 # inline="always": inlined at numba IR level into each loop; a plain call costs 2x here.
 @njit(inline="always", **_JIT)
-def _tetra(px, i, off, frac, t, n, out):
+def _tetra(px, i, off, frac, t, n, out, s):
     """Tetrahedral lookup of pixel i into out[i]: walk from the base corner toward the
-    far one along axes in order of decreasing fraction (one of six tetrahedra)."""
+    far one along axes in order of decreasing fraction (one of six tetrahedra).
+    ``s`` is the strength: out = in + s * (LUT(in) - in)."""
     sr, sg, sb = n * n * 3, n * 3, 3
     r, g, b = px[i, 0], px[i, 1], px[i, 2]
     fr, fg, fb = frac[0, r], frac[1, g], frac[2, b]
@@ -44,6 +46,9 @@ def _tetra(px, i, off, frac, t, n, out):
     i1, i2, i3 = i0 + s1, i0 + s2, i0 + sr + sg + sb
     for c in range(3):
         v = w0 * t[i0 + c] + w1 * t[i1 + c] + w2 * t[i2 + c] + f3 * t[i3 + c]
+        if s != _ONE:
+            p = np.float32(px[i, c]) * _INV255
+            v = p + s * (v - p)
         # Clamp after lookup (tables may hold values outside [0, 1]); round half up.
         out[i, c] = np.uint8(min(max(v, _ZERO), _ONE) * _SCALE + _HALF)
 
@@ -67,9 +72,9 @@ def _trilinear(px, i, off, frac, t, n, out):
 
 
 @njit(**_JIT)
-def _apply_tetra(px, off, frac, t, n, out):
+def _apply_tetra(px, off, frac, t, n, out, s):
     for i in range(px.shape[0]):
-        _tetra(px, i, off, frac, t, n, out)
+        _tetra(px, i, off, frac, t, n, out, s)
 
 
 @njit(**_JIT)
@@ -79,16 +84,9 @@ def _apply_trilinear(px, off, frac, t, n, out):
 
 
 @njit(**_JIT)
-def _composite(px, mask, off_a, frac_a, t_a, n_a, off_b, frac_b, t_b, n_b, use_b, target, comp):
-    # Two simple loops optimise better than one loop holding both lookups.
-    if use_b:
-        _apply_tetra(px, off_b, frac_b, t_b, n_b, target)
-    else:
-        target[:] = px
-    comp[:] = target
-    for i in range(px.shape[0]):
-        if mask[i]:
-            _tetra(px, i, off_a, frac_a, t_a, n_a, comp)
+def _apply_tetra_at(px, rows, off, frac, t, n, out, s):
+    for k in range(rows.shape[0]):
+        _tetra(px, rows[k], off, frac, t, n, out, s)
 
 
 def apply_u8(px: np.ndarray, lut, interpolation: str = "tetrahedral",
@@ -97,7 +95,7 @@ def apply_u8(px: np.ndarray, lut, interpolation: str = "tetrahedral",
     off, frac = lut.positions
     out = np.empty_like(px) if out is None else out
     if interpolation == "tetrahedral":
-        _apply_tetra(px, off, frac, lut.flat_table, lut.size, out)
+        _apply_tetra(px, off, frac, lut.flat_table, lut.size, out, _ONE)
     elif interpolation == "trilinear":
         _apply_trilinear(px, off, frac, lut.flat_table, lut.size, out)
     else:
@@ -105,16 +103,23 @@ def apply_u8(px: np.ndarray, lut, interpolation: str = "tetrahedral",
     return out
 
 
-def composite_u8(img: np.ndarray, mask: np.ndarray, lut_a, lut_b=None) -> tuple[np.ndarray, np.ndarray]:
+def composite_u8(img: np.ndarray, mask: np.ndarray, lut_a, lut_b=None,
+                 strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One pass: (target, composite) for an H x W x 3 ``img`` and H x W bool ``mask``.
 
-    With ``lut_b``: SSH-style pair, target = B(I). Without: target = I.
+    With ``lut_b``: SSH-style pair, target = B(I). Without: target = I. ``strength``
+    blends each LUT's output toward its input: I + s * (LUT(I) - I).
     """
     px = np.ascontiguousarray(img).reshape(-1, 3)
-    m = np.ascontiguousarray(mask).reshape(-1)
-    target, comp = np.empty_like(px), np.empty_like(px)
-    b = lut_b if lut_b is not None else lut_a
-    (off_a, frac_a), (off_b, frac_b) = lut_a.positions, b.positions
-    _composite(px, m, off_a, frac_a, lut_a.flat_table, lut_a.size, off_b, frac_b, b.flat_table,
-               b.size, lut_b is not None, target, comp)
+    rows = np.flatnonzero(mask)  # A runs on foreground pixels only
+    s = np.float32(strength)
+    if lut_b is not None:
+        off_b, frac_b = lut_b.positions
+        target = np.empty_like(px)
+        _apply_tetra(px, off_b, frac_b, lut_b.flat_table, lut_b.size, target, s)
+    else:
+        target = px
+    comp = target.copy()
+    off_a, frac_a = lut_a.positions
+    _apply_tetra_at(px, rows, off_a, frac_a, lut_a.flat_table, lut_a.size, comp, s)
     return target.reshape(img.shape), comp.reshape(img.shape)

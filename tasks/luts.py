@@ -61,7 +61,8 @@ class Lut3D:
         return cls(out.reshape(size, size, size, 3), title=title)
 
     def blend(self, strength: float) -> "Lut3D":
-        """Move the 3D table toward identity: 0 gives identity, 1 this LUT."""
+        """Move the 3D table toward identity: 0 gives identity, 1 this LUT. (Synthesis
+        blends outputs in the kernel instead: no new table per sample.)"""
         ident = Lut3D.identity(self.size).table
         lo, hi = np.asarray(self.domain_min, np.float32), np.asarray(self.domain_max, np.float32)
         ident = lo + ident * (hi - lo)  # identity over this LUT's own domain

@@ -53,8 +53,10 @@ def degenerate_polygon_count(task_polygons: list) -> int:
 
 
 def resize_mask(mask: np.ndarray, width: int, height: int, threshold: float = 0.5) -> np.ndarray:
-    """Binarization rule for stored masks: area-average the full-resolution mask to the
-    output size; a pixel is foreground when at least ``threshold`` of it was."""
+    """Binarization rule for stored masks: an output pixel is foreground when at least
+    ``threshold`` of its area (its footprint on the full-resolution mask, fractional
+    source pixels counted by the share they cover) was foreground. OpenCV's INTER_AREA
+    on float32 computes exactly that coverage."""
     if mask.shape == (height, width):
         return mask.copy()
     small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
