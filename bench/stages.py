@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -39,12 +38,22 @@ def make_input(work: Path, n_images: int) -> tuple[Path, Path]:
     ann, img_dir = work / "ann", work / "photos"
     ann.mkdir()
     img_dir.mkdir()
+    import cv2
+    import numpy as np
+
+    from lut_library import builtin_luts
+
+    looks = list(builtin_luts().values())
     images, tasks = [], []
     for i in range(n_images):
         src = base_images[i % len(base_images)]
         new_id = 1_000_000 + i
         images.append({**src, "image_id": new_id, "split": "train"})
-        os.link(photos / f"{src['image_id']}.jpg", img_dir / f"{new_id}.jpg")
+        # Each replica graded by a different look: same-category references must differ
+        # in colour, as other photos of the category do in the real data.
+        bgr = cv2.imread(str(photos / f"{src['image_id']}.jpg"))
+        graded = looks[i % len(looks)].apply(np.ascontiguousarray(bgr[..., ::-1]))[..., ::-1]
+        cv2.imwrite(str(img_dir / f"{new_id}.jpg"), graded, [cv2.IMWRITE_JPEG_QUALITY, 95])
         for t in base_tasks:
             if t["image_id"] == src["image_id"]:
                 ids = "_".join(map(str, t["ann_ids"]))
@@ -71,19 +80,17 @@ def run_stage(stage: str, cfg_args: dict) -> dict:
         t0 = time.perf_counter()
         extra["counts"] = dict(acquire(cfg, list(images.values())))
     elif stage == "shards":
-        import pyarrow.parquet as pq
-
         from tasks.acquisition import read_ledger
-        from tasks.annotations import ingest
+        from tasks.annotations import ingest, read_annotation_table
         from tasks.shards import build_shard, plan_shards
-        images = ingest(cfg)["images"]
+        ingest(cfg)
         ledger = read_ledger(cfg.images_dir)
-        specs = plan_shards(pq.read_table(cfg.annotations_path), cfg.shards.images_per_shard)
-        from lut_library import build_library
-        build_library(33)  # LUT generation is per process, not per shard
+        specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg.shards.images_per_shard)
+        cfg.luts.library()  # LUT generation is per process, not per shard
         t0 = time.perf_counter()
-        rows = sum(build_shard(cfg, s, cfg.annotations_path, images, ledger)["rows"] for s in specs)
-        extra.update(rows=rows, shards=len(specs))
+        markers = [build_shard(cfg, s, ledger) for s in specs]
+        extra.update(rows=sum(m["rows"] for m in markers), shards=len(specs),
+                     recipes=_recipe_counts(cfg, markers))
     elif stage == "card":
         from tasks.annotations import SkipLog
         from tasks.card import write_card, write_preview
@@ -99,21 +106,30 @@ def run_stage(stage: str, cfg_args: dict) -> dict:
     return {"stage": stage, "seconds": round(seconds, 3), "peak_rss_mib": round(peak_mib, 1), **extra}
 
 
+def _recipe_counts(cfg, markers) -> dict:
+    import pyarrow.parquet as pq
+
+    counts: dict = {}
+    for m in markers:
+        for r in pq.read_table(cfg.out_dir / m["path"], columns=["recipe"])["recipe"].to_pylist():
+            counts[r] = counts.get(r, 0) + 1
+    return counts
+
+
 def codec_floor(cfg) -> dict:
     """Per row: decode the photo, resize, encode two JPEGs and one PNG mask."""
-    import cv2
     import numpy as np
 
+    from tasks.images import decode_resized
     from tasks.samples import encode_jpeg, encode_mask_png
-    from tasks.shards import load_rgb
 
     paths = sorted(cfg.images_dir.glob("*.jpg"))[:40]
     mask = np.zeros((cfg.synthesis.size,) * 2, bool)
     mask[64:192, 64:192] = True
     n, t0 = 0, time.perf_counter()
     for p in paths:
-        img = cv2.resize(load_rgb(p), (cfg.synthesis.size,) * 2, interpolation=cv2.INTER_AREA)
-        for _ in range(7):  # ~3.5 tasks x 2 composites per image, as in the sample
+        img, _ = decode_resized(p.read_bytes(), cfg.synthesis.size)
+        for _ in range(7):  # ~3.4 phrases x 2 composites per image, as in the sample
             encode_jpeg(img, cfg.synthesis.jpeg_quality)
             encode_jpeg(img, cfg.synthesis.jpeg_quality)
             encode_mask_png(mask)
@@ -155,6 +171,7 @@ def main() -> None:
         print(f"{stage:8s} {r['seconds']:8.2f} {r['peak_rss_mib']:13.1f}")
     print(f"shards: {s['rows'] / s['seconds']:.0f} rows/s, {per_row * 1e3:.2f} ms/row; "
           f"codec floor {floor_per_row * 1e3:.2f} ms/row; ratio {per_row / floor_per_row:.2f}x floor")
+    print(f"rows by recipe: {s['recipes']}")
 
 
 if __name__ == "__main__":

@@ -72,14 +72,6 @@ def judge(metrics: dict[str, float], cfg: SynthesisConfig) -> str | None:
     return None
 
 
-def blend_toward(original: np.ndarray, changed: np.ndarray, mask: np.ndarray,
-                 strength: float) -> np.ndarray:
-    out = original.copy()
-    out[mask] = np.clip(original[mask] + strength * (changed[mask].astype(np.float32) - original[mask])
-                        + 0.5, 0, 255).astype(np.uint8)
-    return out
-
-
 PickReference = Callable[[np.random.Generator], "Reference | str"]
 
 
@@ -110,12 +102,12 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                 reason = ref
                 continue
             try:
-                changed = transfer(recipe, img, mask, ref.image, ref.mask, rng)
+                composite = transfer(recipe, img, mask, ref.image, ref.mask, rng, strength)
             except TransferError as err:
                 rejections[f"{recipe}:{err.reason}"] += 1
                 reason = err.reason
                 continue
-            target, composite = img, blend_toward(img, changed, mask, strength)
+            target = img
             ref_id = ref.task_id
         elif recipe == "lut_fg":
             lut_a = ids[int(rng.integers(len(ids)))]

@@ -183,8 +183,9 @@ def regrain(original: np.ndarray, graded: np.ndarray, mask: np.ndarray) -> np.nd
 
 
 def transfer(method: str, img: np.ndarray, mask: np.ndarray, ref_img: np.ndarray,
-             ref_mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The composite: ``img`` with its masked pixels recoloured toward the reference's."""
+             ref_mask: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """The composite: ``img`` with its masked pixels recoloured toward the reference's,
+    blended back toward the original by ``1 - strength``."""
     if mask.sum() < 2 or ref_mask.sum() < 2:
         raise TransferError("mask_too_small")
     src, ref = img[mask], ref_img[ref_mask]
@@ -201,6 +202,8 @@ def transfer(method: str, img: np.ndarray, mask: np.ndarray, ref_img: np.ndarray
         fg = regrain(img, graded, mask)
     else:
         raise ValueError(f"unknown transfer {method!r}")
+    if strength != 1.0:
+        fg = (src + np.float32(strength) * (fg.astype(np.float32) - src) + 0.5).astype(np.uint8)
     out = img.copy()
     out[mask] = fg
     return out
