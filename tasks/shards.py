@@ -99,14 +99,14 @@ class ShardWriter:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         schema = SHARD_SCHEMA.with_metadata(metadata)
-        compression = None if cfg.shards.compression == "none" else cfg.shards.compression
-        no_stats = set(BINARY_COLUMNS)
+        codec = cfg.shards.compression
         self.writer = pq.ParquetWriter(
-            self.tmp, schema, compression=compression,
-            # JPEG/PNG bytes neither compress nor dictionary-encode; skip the work.
-            use_dictionary=[n for n in ("split", "recipe", "lut_fg", "lut_bg", "caption_model",
-                                        "phrase_name")],
-            write_statistics=[n for n in SHARD_SCHEMA.names if n not in no_stats],
+            self.tmp, schema,
+            # JPEG/PNG bytes neither compress, dictionary-encode nor have useful min/max:
+            # skip that work for them.
+            compression={n: "none" if n in BINARY_COLUMNS else codec for n in SHARD_SCHEMA.names},
+            use_dictionary=["split", "recipe", "lut_fg", "lut_bg", "caption_model", "phrase_name"],
+            write_statistics=[n for n in SHARD_SCHEMA.names if n not in BINARY_COLUMNS],
         )
         self.budget = cfg.shards.row_group_bytes
         self.rows: list[dict[str, Any]] = []
