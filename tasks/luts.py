@@ -100,16 +100,21 @@ class Lut3D:
 
     def apply_float(self, x: np.ndarray, interpolation: str = "tetrahedral") -> np.ndarray:
         """(M, 3) floats -> (M, 3) floats, unclamped (NumPy; for tests and tools)."""
-        x = np.asarray(x, np.float64)
-        if self.shaper is not None:
-            x = _apply_shaper(self, x)
-        n = self.size
-        lo, hi = np.asarray(self.domain_min), np.asarray(self.domain_max)
-        pos = np.clip((x - lo) / (hi - lo), 0.0, 1.0) * (n - 1)
-        base = np.minimum(pos.astype(np.int64), n - 2)
-        frac = pos - base
-        return _interpolate(self.table.reshape(-1, 3).astype(np.float64), n, base, frac,
+        base, frac = _cells(self, np.asarray(x, np.float64))
+        return _interpolate(self.table.reshape(-1, 3).astype(np.float64), self.size, base, frac,
                             interpolation)
+
+
+def _cells(lut: Lut3D, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 3) inputs -> lattice cell (M, 3 ints) and fraction within it, after the
+    shaper and the domain mapping (inputs outside the domain clamp to its edge)."""
+    if lut.shaper is not None:
+        x = _apply_shaper(lut, x)
+    n = lut.size
+    lo, hi = np.asarray(lut.domain_min), np.asarray(lut.domain_max)
+    pos = np.clip((x - lo) / (hi - lo), 0.0, 1.0) * (n - 1)
+    base = np.minimum(pos.astype(np.int64), n - 2)
+    return base, pos - base
 
 
 def _apply_shaper(lut: Lut3D, x: np.ndarray) -> np.ndarray:
@@ -151,15 +156,11 @@ def positions(lut: Lut3D) -> tuple[np.ndarray, np.ndarray]:
     """Per channel and uint8 code: offset of the lattice cell in the flat table (int64
     (3, 256), strides folded in) and the fraction within it (float32 (3, 256))."""
     codes = np.repeat((np.arange(256, dtype=np.float64) / 255.0)[:, None], 3, axis=1)
-    if lut.shaper is not None:
-        codes = _apply_shaper(lut, codes)
+    base, frac = _cells(lut, codes)
     n = lut.size
-    lo, hi = np.asarray(lut.domain_min), np.asarray(lut.domain_max)
-    pos = np.clip((codes - lo) / (hi - lo), 0.0, 1.0) * (n - 1)
-    base = np.minimum(pos.astype(np.int64), n - 2)
     strides = np.array([n * n * 3, n * 3, 3], dtype=np.int64)
     return (np.ascontiguousarray((base * strides).T),
-            np.ascontiguousarray((pos - base).T, dtype=np.float32))
+            np.ascontiguousarray(frac.T, dtype=np.float32))
 
 
 # --- .cube reading ---------------------------------------------------------------------
