@@ -7,14 +7,16 @@ JSON, not an array) is a clear error naming the file.
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 
@@ -23,6 +25,8 @@ from tasks.files import sha256_file, write_json_atomic
 IMAGE_KEYS = ("image_id", "coco_id", "flickr_id", "width", "height", "url", "split")
 TASK_KEYS = ("task_id", "image_id", "ann_ids", "instance_boxes", "Polygons", "phrase",
              "phrase_structure")
+# Rows converted to Arrow at a time while streaming (bounds the Python objects alive).
+BATCH_ROWS = 20_000
 # Keep a few examples of each skip reason for the card; counts are always complete.
 MAX_EXAMPLES_PER_REASON = 5
 
@@ -76,20 +80,35 @@ class SkipLog:
         return cls(Counter(data.get("counts", {})), dict(data.get("examples", {})))
 
 
-def read_json_array(path: Path) -> list[Any]:
-    """The whole file as a JSON array (files of the sample size; the streaming reader
-    for the 344 MB refer_train.json belongs to the acquisition stage)."""
+def iter_json_array(path: Path) -> Iterator[Any]:
+    """Stream the records of a file holding one JSON array, one at a time.
+
+    refer_train.json is 344 MB: ``json.load`` would hold ~3 GB of Python objects, the
+    streaming parser (ijson, yajl C backend) holds one record.
+    """
+    import ijson
+
     try:
-        with open(path, "rb") as f:
-            data = json.load(f)
+        f = open(path, "rb")
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(data, list):
-        raise AnnotationError(
-            f"{path}: expected a JSON array of records, got a {type(data).__name__}")
-    return data
+    with f:
+        raw = f.read(4096)
+        bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 BOM the parser rejects
+        head = raw[bom:].lstrip(b" \t\r\n")
+        if not head.startswith(b"["):
+            kind = {b"{": "an object", b"": "nothing"}.get(head[:1], "not a JSON array")
+            raise AnnotationError(f"{path}: expected a JSON array of records, got {kind}")
+        f.seek(bom)
+        try:
+            yield from ijson.items(f, "item", use_float=True)
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            raise AnnotationError(f"{path}: not valid JSON: {exc}") from exc
+
+
+def read_json_array(path: Path) -> list[Any]:
+    """The whole array as a list (for the small files)."""
+    return list(iter_json_array(path))
 
 
 def _is_int(v: Any) -> bool:
@@ -130,19 +149,32 @@ def load_images(path: Path, skips: SkipLog) -> dict[int, dict[str, Any]]:
     return images
 
 
-def _polygons_ok(polys: Any) -> bool:
+def clean_polygons(polys: Any) -> list | str:
+    """A task's ``Polygons`` as plain float lists, or a skip reason. Each polygon is
+    checked as one NumPy array (shape (n, 2), numeric, finite): per-point Python checks
+    dominated the ingest of the 310k-task file."""
     if not isinstance(polys, list):
-        return False
+        return "task_bad_polygons"
+    out = []
     for inst in polys:
         if not isinstance(inst, list):
-            return False
+            return "task_bad_polygons"
+        clean = []
         for poly in inst:
             if not isinstance(poly, list):
-                return False
-            for pt in poly:
-                if not (isinstance(pt, list) and len(pt) == 2 and all(_is_num(c) for c in pt)):
-                    return False
-    return True
+                return "task_bad_polygons"
+            try:
+                arr = np.asarray(poly) if poly else np.empty((0, 2))
+            except ValueError:  # ragged
+                return "task_bad_polygons"
+            if arr.ndim != 2 or arr.shape[1] != 2 or arr.dtype.kind not in "iuf":
+                return "task_bad_polygons"
+            arr = arr.astype(np.float64, copy=False)
+            if not np.isfinite(arr).all():
+                return "polygon_not_finite"
+            clean.append(arr.tolist())
+        out.append(clean)
+    return out
 
 
 def validate_task(task: Any) -> str | None:
@@ -159,7 +191,7 @@ def validate_task(task: Any) -> str | None:
     ann_ids = task["ann_ids"]
     if not isinstance(ann_ids, list) or not ann_ids or not all(_is_int(a) for a in ann_ids):
         return "task_bad_ann_ids"
-    if not _polygons_ok(task["Polygons"]) or len(task["Polygons"]) != len(ann_ids):
+    if not isinstance(task["Polygons"], list) or len(task["Polygons"]) != len(ann_ids):
         return "task_bad_polygons"
     boxes = task["instance_boxes"]
     if not isinstance(boxes, list) or not all(
@@ -184,8 +216,9 @@ def _relations(ps: dict[str, Any]) -> list[list[str]]:
 
 
 def task_rows(tasks: Iterable[Any], images: dict[int, dict[str, Any]], split: str,
-              source: str, skips: SkipLog) -> list[dict[str, Any]]:
-    rows, seen = [], set()
+              source: str, skips: SkipLog) -> Iterator[dict[str, Any]]:
+    """Validated table rows from raw tasks (a generator: records stream through)."""
+    seen: set[str] = set()
     for i, task in enumerate(tasks):
         where = f"{source}[{i}]"
         reason = validate_task(task)
@@ -193,15 +226,15 @@ def task_rows(tasks: Iterable[Any], images: dict[int, dict[str, Any]], split: st
             reason = "task_image_not_in_split_file"
         if reason is None and task["task_id"] in seen:
             reason = "task_duplicate_id"
-        if reason is None and any(not math.isfinite(c) for inst in task["Polygons"]
-                                  for poly in inst for pt in poly for c in pt):
-            reason = "polygon_not_finite"
+        polygons = clean_polygons(task["Polygons"]) if reason is None else None
+        if isinstance(polygons, str):
+            reason = polygons
         if reason:
             skips.add(reason, where)
             continue
         seen.add(task["task_id"])
         ps = task["phrase_structure"]
-        rows.append({
+        yield {
             "task_id": task["task_id"],
             "image_id": task["image_id"],
             "split": split,
@@ -213,41 +246,44 @@ def task_rows(tasks: Iterable[Any], images: dict[int, dict[str, Any]], split: st
             "image_height": images[task["image_id"]]["height"],
             "ann_ids": task["ann_ids"],
             "instance_boxes": [[float(c) for c in b] for b in task["instance_boxes"]],
-            "polygons": [[[[float(x), float(y)] for x, y in poly] for poly in inst]
-                         for inst in task["Polygons"]],
-        })
-    return rows
+            "polygons": polygons,
+        }
 
 
 def build_annotation_table(ann_dir: Path, splits: Iterable[str]
                            ) -> tuple[pa.Table, dict[int, dict], SkipLog, dict[str, str]]:
     """Read the official files of ``splits`` from ``ann_dir``.
 
-    Returns the table (sorted by image_id, task_id: the shard plan depends on a stable
-    order), the image records used, the skip log and the sha256 of each file read.
+    Returns the table (in file order; ``write_annotation_table`` sorts it), the image
+    records used, the skip log and the sha256 of each file read.
     """
     skips = SkipLog()
     split_path = ann_dir / "image_data_split.json"
     images = load_images(split_path, skips)
     hashes = {split_path.name: sha256_file(split_path)}
-    rows: list[dict[str, Any]] = []
+    batches: list[pa.RecordBatch] = []
     for split in splits:
         path = ann_dir / f"refer_{split}.json"
-        tasks = read_json_array(path)
         hashes[path.name] = sha256_file(path)
-        rows.extend(task_rows(tasks, images, split, path.name, skips))
-    rows.sort(key=lambda r: (r["image_id"], r["task_id"]))
-    table = pa.Table.from_pylist(rows, schema=ANNOTATION_SCHEMA)
-    used = {r["image_id"] for r in rows}
+        rows = task_rows(iter_json_array(path), images, split, path.name, skips)
+        # Python objects for one batch at a time; Arrow holds the rest compactly.
+        while batch := list(itertools.islice(rows, BATCH_ROWS)):
+            batches.append(pa.RecordBatch.from_pylist(batch, schema=ANNOTATION_SCHEMA))
+    table = pa.Table.from_batches(batches, schema=ANNOTATION_SCHEMA)
+    used = set(table["image_id"].unique().to_pylist())
     return table, {i: images[i] for i in sorted(used)}, skips, hashes
 
 
 def write_annotation_table(table: pa.Table, path: Path) -> None:
-    """Arrow IPC, uncompressed: every shard task memory-maps it (shared page cache, random
-    access to any task's polygons for references) instead of parsing a copy."""
+    """Sorted by (image_id, task_id), the order the shard plan relies on, as Arrow IPC,
+    uncompressed: every shard task memory-maps it (shared page cache, random access to
+    any task's polygons for references) instead of parsing a copy. Sorted rows are taken
+    and written a chunk at a time, so the sort never holds a second copy of the table."""
+    order = pc.sort_indices(table, sort_keys=[("image_id", "ascending"), ("task_id", "ascending")])
     tmp = path.with_name(f".{path.name}.tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=65536)
+        for start in range(0, len(order), BATCH_ROWS):
+            writer.write_table(table.take(order[start:start + BATCH_ROWS]))
     tmp.replace(path)
 
 

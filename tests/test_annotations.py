@@ -37,11 +37,15 @@ def test_sample_files_follow_the_official_format():
     assert n_tasks >= 16
 
 
-def test_table_is_sorted_and_complete():
+def test_written_table_is_sorted_and_complete(tmp_path):
+    from tasks.annotations import read_annotation_table, write_annotation_table
+
     table, images, skips, hashes = build_annotation_table(SAMPLE_ANNOTATIONS, ("train", "val", "test"))
-    keys = list(zip(table["image_id"].to_pylist(), table["task_id"].to_pylist()))
-    assert keys == sorted(keys) and table.num_rows == 27
     assert not skips.counts and len(images) == 8 and len(hashes) == 4
+    write_annotation_table(table, tmp_path / "a.arrow")
+    back = read_annotation_table(tmp_path / "a.arrow")
+    keys = list(zip(back["image_id"].to_pylist(), back["task_id"].to_pylist()))
+    assert keys == sorted(keys) and back.num_rows == table.num_rows == 27
 
 
 def test_not_a_json_array_names_the_file(tmp_path):
@@ -92,3 +96,44 @@ def test_bad_image_records_are_skipped(tmp_path):
     assert list(images) == [1] and table.num_rows == 1
     assert dict(skips.counts) == {"image_duplicate_id": 1, "image_bad_id": 1,
                                   "image_bad_size": 1, "image_missing_key:width": 1}
+
+
+def test_streaming_reader_matches_json_load_and_names_broken_files(tmp_path):
+    from tasks.annotations import iter_json_array
+
+    records = [_task(task_id=f"1__{i}", ann_ids=[i]) for i in range(3000)]
+    path = tmp_path / "refer_train.json"
+    path.write_text(json.dumps(records))
+    assert list(iter_json_array(path)) == json.loads(path.read_text())
+    path.write_text(json.dumps(records)[:-5000])            # cut mid-record
+    with pytest.raises(AnnotationError, match="refer_train.json: not valid JSON"):
+        list(iter_json_array(path))
+    path.write_text("   ")
+    with pytest.raises(AnnotationError, match="refer_train.json: expected a JSON array.*nothing"):
+        list(iter_json_array(path))
+    assert list(iter_json_array(_write_bytes(tmp_path, b"\xef\xbb\xbf[1, 2.5]"))) == [1, 2.5]
+
+
+def _write_bytes(tmp_path, data):
+    path = tmp_path / "bom.json"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("polys, reason", [
+    ([[[[0, 0], [1.5, 2], [3, 1]]]], None),
+    ([[[]]], None),
+    ([[[["0", "1"], [1, 2], [3, 4]]]], "task_bad_polygons"),       # strings are not numbers
+    ([[[[True, False], [True, True], [False, True]]]], "task_bad_polygons"),  # nor booleans
+    ([[[[0, 0, 0], [1, 2, 3]]]], "task_bad_polygons"),             # not [x, y]
+    ([[[[0, 0], [1]]]], "task_bad_polygons"),                     # ragged
+    ([[[[0, float("inf")], [1, 2], [3, 4]]]], "polygon_not_finite"),
+    ([["not a polygon"]], "task_bad_polygons"),
+])
+def test_clean_polygons(polys, reason):
+    from tasks.annotations import clean_polygons
+
+    out = clean_polygons(polys)
+    assert (out if isinstance(out, str) else None) == reason
+    if reason is None:
+        assert out == [[[[float(x), float(y)] for x, y in p] for p in inst] for inst in polys]
