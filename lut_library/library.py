@@ -8,7 +8,6 @@ like, which are conversions rather than looks) can be excluded.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,10 +34,9 @@ def chart_srgb() -> np.ndarray:
 
     cc = colour.CCS_COLOURCHECKERS["ColorChecker24 - After November 2014"]
     xyy = np.array(list(cc.data.values()))
-    d65 = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["D65"]
+    # The chart's data are under D50: adapt to sRGB's D65 white (Bradford).
     rgb = colour.XYZ_to_sRGB(colour.xyY_to_XYZ(xyy), illuminant=cc.illuminant,
                              chromatic_adaptation_transform="Bradford")
-    del d65
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -187,7 +185,3 @@ def write_cubes(out_dir: Path = GENERATED, size: int = 33) -> list[Path]:
         write_cube(lut, out_dir / f"{key}.cube")
         paths.append(out_dir / f"{key}.cube")
     return paths
-
-
-def read_manifest(path: Path = MANIFEST) -> dict:
-    return json.loads(path.read_text())
