@@ -19,6 +19,7 @@ from PIL import Image
 from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 
+from schemas.records import LedgerRow
 from tasks.files import sha256_file
 
 LEDGER_NAME = "_ledger.jsonl"
@@ -33,7 +34,7 @@ def image_path(images_dir: Path, image_id: int) -> Path:
     return images_dir / f"{int(image_id)}.jpg"
 
 
-def read_ledger(images_dir: Path) -> dict[int, dict[str, Any]]:
+def read_ledger(images_dir: Path) -> dict[int, LedgerRow]:
     """image_id -> latest ledger row. A torn last line (killed writer) is ignored."""
     path = images_dir / LEDGER_NAME
     rows: dict[int, dict[str, Any]] = {}

@@ -9,6 +9,7 @@ from typing import Any
 
 from lut_library import library_version
 from schemas.config import RunConfig
+from schemas.records import Manifest, ShardMarker
 from schemas.shard import SCHEMA_VERSION
 from tasks.annotations import SkipLog
 from tasks.files import write_json_atomic
@@ -17,8 +18,8 @@ from tasks.versioning import code_version
 MANIFEST_NAME = "_manifest.json"
 
 
-def build_manifest(cfg: RunConfig, markers: list[dict[str, Any]],
-                   annotation_files: dict[str, str], annotation_skips: SkipLog) -> dict[str, Any]:
+def build_manifest(cfg: RunConfig, markers: list[ShardMarker],
+                   annotation_files: dict[str, str], annotation_skips: SkipLog) -> Manifest:
     skips, notes = SkipLog(), Counter()
     splits: dict[str, dict[str, int]] = {}
     for m in markers:

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lut_library import library_version
 from schemas.config import RunConfig
+from schemas.records import LedgerRow, ShardMarker
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.acquisition import SETTLED_OK, image_path
 from tasks.annotations import SkipLog, read_annotation_table
@@ -138,7 +139,7 @@ class ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -> ShardMarker:
     """Write ``spec``'s shard and marker; return the marker (rows, bytes, sha256, stats).
 
     ``ledger`` holds the acquisition rows of the shard's images (status and sha256).
