@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +25,17 @@ class Reference:
     task_id: str
     image: np.ndarray   # stored size, RGB uint8
     mask: np.ndarray    # stored size, bool
+
+
+@lru_cache(maxsize=2)
+def reference_pool(annotations_path: Path, mtime_ns: int, images_dir: Path, size: int,
+                   threshold: float) -> "ReferencePool":
+    """One pool per worker process and annotation file: its index is built from all
+    345k tasks, so shard tasks on the same worker share it (``mtime_ns`` in the key:
+    a rewritten annotation file gets a new pool)."""
+    from tasks.annotations import read_annotation_table
+
+    return ReferencePool(read_annotation_table(annotations_path), images_dir, size, threshold)
 
 
 class ReferencePool:
@@ -39,7 +52,7 @@ class ReferencePool:
             self.groups.setdefault(keys[row], []).append(row)
         self.groups = {k: np.asarray(v, np.int64) for k, v in self.groups.items()}
         self.image_ids = annotations["image_id"].to_numpy()
-        self._images: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_images = cache_images
 
     def candidates(self, split: str, name: str, image_id: int) -> tuple[np.ndarray, int, int]:
@@ -76,7 +89,8 @@ class ReferencePool:
             self._images.move_to_end(image_id)
             return self._images[image_id]
         img = load_resized(self.images_dir, image_id, self.size)
-        self._images[image_id] = img
-        if len(self._images) > self._cache_images:
-            self._images.popitem(last=False)
+        if img is not None:  # an unavailable image may arrive later: ask again next time
+            self._images[image_id] = img
+            if len(self._images) > self._cache_images:
+                self._images.popitem(last=False)
         return img

@@ -29,7 +29,7 @@ from tasks.acquisition import SETTLED_OK, image_path
 from tasks.annotations import SkipLog, read_annotation_table
 from tasks.files import sha256_file, write_json_atomic
 from tasks.images import decode_resized
-from tasks.references import ReferencePool
+from tasks.references import reference_pool
 from tasks.samples import task_rows
 from tasks.versioning import code_version
 
@@ -154,7 +154,8 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -
     by_image: dict[int, list[dict[str, Any]]] = {}
     for task in mine.drop_columns(["ann_ids", "instance_boxes"]).to_pylist():
         by_image.setdefault(task["image_id"], []).append(task)
-    refs = ReferencePool(annotations, cfg.images_dir, cfg.synthesis.size, cfg.masks.binarize_threshold)
+    refs = reference_pool(cfg.annotations_path, cfg.annotations_path.stat().st_mtime_ns,
+                          cfg.images_dir, cfg.synthesis.size, cfg.masks.binarize_threshold)
     luts = cfg.luts.library()
     skips, notes = SkipLog(), Counter()
     meta = {"phraseharmony.schema_version": SCHEMA_VERSION,
