@@ -19,15 +19,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from flows.cli_luts import app as luts_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Build and inspect PhraseHarmony datasets.")
 console = Console()
-
-
-def _add_luts() -> None:
-    from flows.cli_luts import app as luts_app
-
-    app.add_typer(luts_app, name="luts")
 
 
 class _ShardProgress(logging.Handler):
@@ -108,7 +104,7 @@ def preview(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
     console.print(f"wrote {path}")
 
 
-_add_luts()
+app.add_typer(luts_app, name="luts")
 
 
 def main() -> None:

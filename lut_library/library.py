@@ -81,10 +81,6 @@ def _chroma(px: np.ndarray) -> np.ndarray:
     return np.hypot(lab[:, 1], lab[:, 2])
 
 
-def content_id(lut: Lut3D) -> str:
-    return hashlib.sha256(lut.content_key()).hexdigest()[:16]
-
-
 @dataclass
 class UserLut:
     id: str
@@ -149,7 +145,7 @@ def library_version(luts: dict[str, Lut3D] | None = None) -> str:
     h = hashlib.sha256()
     for key in sorted(luts):
         h.update(key.encode())
-        h.update(content_id(luts[key]).encode())
+        h.update(luts[key].content_digest.encode())
     return h.hexdigest()[:12]
 
 

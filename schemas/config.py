@@ -67,8 +67,8 @@ class MaskConfig(_Strict):
 class SynthesisConfig(_Strict):
     # Output side in pixels; harmonization papers train and evaluate at 256x256.
     size: int = Field(256, ge=32, le=2048)
-    # "stretch" matches iHarmony4's 256x256 evaluation; "pad" is not offered: a border
-    # would leak into the metrics.
+    # Resize rule: "stretch" to size x size, as iHarmony4's 256x256 evaluation does.
+    # (Padding is deliberately not offered: a border would leak into the metrics.)
     resize: Literal["stretch"] = "stretch"
     # Two composites per phrase gives the ~622k training triples of the plan.
     composites_per_task: int = Field(2, ge=1, le=64)

@@ -45,11 +45,11 @@ def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def load_resized(images_dir: Path, image_id: int, size: int) -> np.ndarray | None:
-    path = image_path(images_dir, image_id)
+def load_resized(images_dir: Path, image_id: int,
+                 size: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """An acquired image at the stored size, with its original size; None if unreadable."""
     try:
-        data = path.read_bytes()
+        data = image_path(images_dir, image_id).read_bytes()
     except OSError:
         return None
-    out = decode_resized(data, size)
-    return None if out is None else out[0]
+    return decode_resized(data, size)

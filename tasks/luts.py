@@ -16,6 +16,7 @@ input range folded in), so the per-pixel kernel in ``lut_kernels`` only interpol
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -70,8 +71,13 @@ class Lut3D:
         return Lut3D(table, self.title, self.domain_min, self.domain_max, self.shaper,
                      self.shaper_min, self.shaper_max)
 
+    @cached_property
+    def content_digest(self) -> str:
+        """What this LUT does, as a short hash (library versions hash these)."""
+        return hashlib.sha256(self.content_key()).hexdigest()[:16]
+
     def content_key(self) -> bytes:
-        """Bytes that identify what this LUT does (for de-duplication)."""
+        """Bytes that identify what this LUT does."""
         parts = [np.asarray(self.domain_min + self.domain_max, np.float32).tobytes(),
                  np.round(self.table, 5).astype(np.float32).tobytes()]
         if self.shaper is not None:

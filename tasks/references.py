@@ -88,7 +88,8 @@ class ReferencePool:
         if image_id in self._images:
             self._images.move_to_end(image_id)
             return self._images[image_id]
-        img = load_resized(self.images_dir, image_id, self.size)
+        loaded = load_resized(self.images_dir, image_id, self.size)
+        img = None if loaded is None else loaded[0]
         if img is not None:  # an unavailable image may arrive later: ask again next time
             self._images[image_id] = img
             if len(self._images) > self._cache_images:

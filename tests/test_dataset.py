@@ -126,7 +126,7 @@ def test_any_row_regenerates_from_its_provenance(sample_dataset):
         row = table.filter(pc.equal(table["recipe"], recipe)).slice(0, 1).to_pylist()[0]
         assert row["seed"] == sample_seed(cfg.seed, row["sample_id"])
         task = annotations.filter(pc.equal(annotations["task_id"], row["task_id"])).to_pylist()[0]
-        img = load_resized(cfg.images_dir, row["image_id"], cfg.synthesis.size)
+        img, _ = load_resized(cfg.images_dir, row["image_id"], cfg.synthesis.size)
         again = {r["sample_id"]: r for r in task_rows(task, img, (row["orig_width"], row["orig_height"]),
                                                         cfg, cfg.luts.library(), refs, SkipLog(), Counter())}
         new = again[row["sample_id"]]
