@@ -12,7 +12,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test server worker clean
+.PHONY: setup demo test server worker clean bench-download
 
 setup: $(STAMP)
 
@@ -36,6 +36,16 @@ worker: $(STAMP)
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect work-pool create phraseharmony --type process --overwrite
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect --no-prompt deploy --all
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect worker start --pool phraseharmony
+
+# img2dataset pins pandas<3, so the download benchmark gets a venv of its own.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --config-settings editable_mode=compat -e '.[bench]'
+	touch $@
+
+bench-download: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/download.py
 
 clean:
 	rm -rf out .prefect

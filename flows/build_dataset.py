@@ -17,9 +17,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from flows.runners import make_task_runner
 from schemas.config import RunConfig, load_config
-from tasks.acquisition import acquire_task, read_ledger
+from tasks.acquisition import acquire_task
 from tasks.annotations import SkipLog, ingest_task, read_annotation_table
 from tasks.card import write_card, write_preview
+from tasks.ledger import SETTLED, read_ledger
 from tasks.manifest import build_manifest, write_manifest
 from tasks.shards import ShardSpec, build_shard_task, completed_marker, plan_shards
 
@@ -91,14 +92,25 @@ def _build(cfg: RunConfig, verify: bool, logger) -> dict[str, Any]:
     ledger = read_ledger(cfg.images_dir)
 
     specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg.shards.images_per_shard)
-    done = {s.name: completed_marker(cfg.out_dir, s, cfg, ledger, verify) for s in specs}
-    pending = [s for s in specs if done[s.name] is None]
+    # A shard is built once every image of it has settled (downloaded, or failed for
+    # good); shards with images still to be retried wait for a later run.
+    ready = [s for s in specs if all(ledger.get(i, {}).get("status") in SETTLED for i in s.image_ids)]
+    waiting = len(specs) - len(ready)
+    done = {s.name: completed_marker(cfg.out_dir, s, cfg, ledger, verify) for s in ready}
+    pending = [s for s in ready if done[s.name] is None]
     if pending:
         logger.info("%d of %d shards to build on %s", len(pending), len(specs), cfg.runner.kind)
         for marker in synthesize_shards(cfg, pending, ledger, logger):
             done[marker["shard"]] = marker
-    else:
+    elif not waiting:
         logger.info("all %d shards complete: nothing to build", len(specs))
+    if waiting:
+        # Not complete: no manifest (an old one would claim otherwise).
+        (cfg.out_dir / "_manifest.json").unlink(missing_ok=True)
+        logger.info("%d shards wait for images that will be retried next run; %d built this "
+                    "run, %d complete", waiting, len(pending), len(ready))
+        return {"out_dir": str(cfg.out_dir), "built": len(pending), "waiting": waiting,
+                "complete": False, "images": dict(counts)}
 
     manifest = build_manifest(cfg, [done[s.name] for s in specs], ingested["files"],
                               SkipLog.from_json(ingested["skips"]))
@@ -110,7 +122,8 @@ def _build(cfg: RunConfig, verify: bool, logger) -> dict[str, Any]:
     summary = {"out_dir": str(cfg.out_dir), "rows": manifest["totals"]["rows"],
                "shards": manifest["totals"]["shards"], "built": len(pending),
                "manifest": str(cfg.out_dir / "_manifest.json"), "card": str(card),
-               "preview": str(preview)}
+               "preview": str(preview), "waiting": 0, "complete": True,
+               "images": dict(counts)}
     logger.info("dataset %s: %d rows in %d shards (%d built this run)",
                 "updated" if changed else "unchanged", summary["rows"], summary["shards"],
                 len(pending))

@@ -1,4 +1,4 @@
-"""``phraseharmony`` command line: build, inspect, preview."""
+"""``phraseharmony`` command line: build, download, inspect, preview, luts."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from flows.cli_download import download
 from flows.cli_luts import app as luts_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -59,6 +60,10 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
                                     overrides=list(set_), verify=verify)
         finally:
             PROGRESS_LOG.removeHandler(handler)
+    if not summary["complete"]:
+        console.print(f"[yellow]not complete[/]: {summary['built']} shards built this run, "
+                      f"{summary['waiting']} wait for images to be retried (images: {summary['images']})")
+        return
     console.print(f"[bold green]done[/]: {summary['rows']} rows in {summary['shards']} shards "
                   f"({summary['built']} built this run)")
     for key in ("out_dir", "manifest", "card", "preview"):
@@ -104,6 +109,7 @@ def preview(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
     console.print(f"wrote {path}")
 
 
+app.command()(download)
 app.add_typer(luts_app, name="luts")
 
 

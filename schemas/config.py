@@ -27,11 +27,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RemoteFile(_Strict):
+    # A Google Drive file id (fetched with gdown, like the official script) or a URL.
+    gdrive_id: str | None = None
+    url: str | None = None
+    # Expected sha256 of the file; a mismatch is an error. Recorded in the manifest.
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RemoteFile":
+        if (self.gdrive_id is None) == (self.url is None):
+            raise ValueError("give exactly one of gdrive_id or url")
+        return self
+
+
 class AnnotationsConfig(_Strict):
     # Folder holding image_data_split.json and refer_<split>.json (official layout).
     dir: Path = SAMPLE_ANNOTATIONS
     # VGPhraseCut's own splits to build; miniv overlaps val, so it is off by default.
     splits: tuple[str, ...] = ("train", "val", "test")
+    # Where to fetch a file that is not in `dir` yet: file name -> source.
+    # configs/vgphrasecut.yaml lists the official Google Drive ids.
+    sources: dict[str, RemoteFile] = {}
+    # Google Drive's download address for an id; a setting so mirrors (and tests) work.
+    gdrive_url: str = "https://drive.google.com/uc?id={id}"
 
     @field_validator("splits")
     @classmethod
@@ -42,24 +61,59 @@ class AnnotationsConfig(_Strict):
         return v
 
 
+class HttpConfig(_Strict):
+    # Requests per second to one host: VG's images all live on one university server,
+    # and img2dataset-style floods get throttled (429) or banned.
+    per_host_rate: float = Field(20.0, gt=0)
+    # Seconds to connect, and between bytes once connected (a stalled server).
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    # VG photos are < 1 MB; anything this big is not one of them.
+    max_bytes: int = Field(30 * 2**20, ge=1024)
+    max_redirects: int = Field(5, ge=0)
+    # Honour Retry-After on 429/503 up to this many seconds (a server asking for a day
+    # is better retried by the next scheduled run).
+    max_retry_after: float = Field(600.0, ge=0)
+    user_agent: str = "phraseharmony-downloader/0.1 (research dataset builder)"
+
+
 class ImagesConfig(_Strict):
     # "sample": photos shipped inside installed packages (the bundled demo);
-    # "local": a folder of <image_id>.jpg files (e.g. an unpacked VG_100K).
-    source: Literal["sample", "local"] = "sample"
+    # "local": a folder of <image_id>.jpg files (flat, or VG_100K/ and VG_100K_2/);
+    # "zip": Visual Genome's images.zip / images2.zip, read member by member;
+    # "http": each record's url (what the official script does, made resumable).
+    source: Literal["sample", "local", "zip", "http"] = "sample"
     dir: Path | None = None
+    zips: tuple[Path, ...] = ()
     # Refuse images above this many pixels before decoding them (decompression bombs).
     max_pixels: int = 40_000_000
+    # Concurrent downloads (threads, one keep-alive connection each). I/O-bound: 2 cores
+    # drive 32 connections; the per-host rate limit is what keeps servers happy.
+    workers: int = Field(32, ge=1, le=512)
+    # Transient failures (timeouts, resets, 5xx, 429): tries within one run, with
+    # exponential backoff and full jitter between them ...
+    attempts_per_run: int = Field(3, ge=1)
+    backoff_base: float = Field(1.0, ge=0)
+    backoff_max: float = Field(60.0, ge=0)
+    # ... and in all, across scheduled runs, before the image counts as failed for good.
+    give_up_after: int = Field(12, ge=1)
+    # Ask again for images a server refused for good (404, 410, ...). Off: they settle.
+    retry_failed: bool = False
+    http: HttpConfig = HttpConfig()
 
     @model_validator(mode="after")
-    def _dir_for_local(self) -> "ImagesConfig":
+    def _where(self) -> "ImagesConfig":
         if self.source == "local" and self.dir is None:
             raise ValueError("images.dir is required when images.source is 'local'")
+        if self.source == "zip" and not self.zips:
+            raise ValueError("images.zips (images.zip, images2.zip) is required when images.source is 'zip'")
         return self
 
 
 class MaskConfig(_Strict):
-    # "official": VGPhraseCut's PIL rule (outline included) so masks match the benchmark.
-    rule: Literal["official"] = "official"
+    # "official": VGPhraseCut's PIL rule (outline included) so masks match the benchmark;
+    # "coco": pycocotools' unbiased rasterization (no half-pixel growth at edges).
+    rule: Literal["official", "coco"] = "official"
     # A mask pixel at output size is foreground when >= this fraction of its area was.
     binarize_threshold: float = Field(0.5, gt=0.0, le=1.0)
 
@@ -178,7 +232,11 @@ class RunConfig(_Strict):
         # Where the inputs live does not change the bytes; their content does (sha256
         # of the annotation files is recorded separately in the manifest).
         data["annotations"].pop("dir")
-        data["images"].pop("dir")
+        for key in ("sources", "gdrive_url"):
+            data["annotations"].pop(key)
+        # Only the pixel limit decides which images are usable; how they were fetched
+        # does not change their bytes (their sha256 goes into each shard's inputs digest).
+        data["images"] = {"max_pixels": self.images.max_pixels}
         # User LUT folders matter by content: the library version in every output
         # covers them; their paths do not change bytes.
         data["luts"].pop("user_dirs")
@@ -251,6 +309,7 @@ def _anchor_paths(cfg: RunConfig) -> RunConfig:
         return p if p is None or p.is_absolute() else (REPO_ROOT / p)
     return cfg.model_copy(update={
         "annotations": cfg.annotations.model_copy(update={"dir": anchored(cfg.annotations.dir)}),
-        "images": cfg.images.model_copy(update={"dir": anchored(cfg.images.dir)}),
+        "images": cfg.images.model_copy(update={"dir": anchored(cfg.images.dir),
+                                                "zips": tuple(anchored(z) for z in cfg.images.zips)}),
         "luts": cfg.luts.model_copy(update={"user_dirs": tuple(anchored(d) for d in cfg.luts.user_dirs)}),
     })

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from prefect import task as prefect_task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.annotation_fetch import ensure_files
 from tasks.files import sha256_file, write_json_atomic
 
 IMAGE_KEYS = ("image_id", "coco_id", "flickr_id", "width", "height", "url", "split")
@@ -135,17 +136,32 @@ def validate_image_record(rec: Any) -> str | None:
     return None
 
 
-def load_images(path: Path, skips: SkipLog) -> dict[int, dict[str, Any]]:
-    """image_id -> record for every valid image record; duplicates are skipped."""
-    images: dict[int, dict[str, Any]] = {}
-    for i, rec in enumerate(read_json_array(path)):
+def iter_image_records(path: Path, splits: Iterable[str] | None = None,
+                       rejected: list[tuple[str, str]] | None = None) -> Iterator[dict[str, Any]]:
+    """Stream valid image records (of ``splits``, when given) from image_data_split.json.
+    Rejected records go to ``rejected`` as ("file[index]", reason); duplicates of an id
+    already seen are rejected, the first one is kept."""
+    wanted = set(splits) if splits is not None else None
+    seen: set[int] = set()
+    for i, rec in enumerate(iter_json_array(path)):
         reason = validate_image_record(rec)
-        if reason is None and rec["image_id"] in images:
+        if reason is None and rec["image_id"] in seen:
             reason = "image_duplicate_id"
         if reason:
-            skips.add(reason, f"{path.name}[{i}]")
+            if rejected is not None:
+                rejected.append((f"{path.name}[{i}]", reason))
             continue
-        images[rec["image_id"]] = rec
+        seen.add(rec["image_id"])
+        if wanted is None or rec["split"] in wanted:
+            yield rec
+
+
+def load_images(path: Path, skips: SkipLog) -> dict[int, dict[str, Any]]:
+    """image_id -> record for every valid image record; duplicates are skipped."""
+    rejected: list[tuple[str, str]] = []
+    images = {rec["image_id"]: rec for rec in iter_image_records(path, rejected=rejected)}
+    for where, reason in rejected:
+        skips.add(reason, where)
     return images
 
 
@@ -308,10 +324,10 @@ def ingest(cfg) -> dict[str, Any]:
     sidecar = out_dir / INGEST_SIDECAR
     ann_dir = Path(cfg.annotations.dir)
     names = ["image_data_split.json"] + [f"refer_{s}.json" for s in cfg.annotations.splits]
-    for name in names:
-        if not (ann_dir / name).is_file():
-            raise AnnotationError(f"{ann_dir / name}: file not found (annotations.dir)")
-    hashes = {n: sha256_file(ann_dir / n) for n in names}
+    try:
+        hashes = ensure_files(cfg.annotations, names, cfg.images)
+    except FileNotFoundError as exc:
+        raise AnnotationError(str(exc)) from None
     try:
         previous = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError):

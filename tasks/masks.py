@@ -1,4 +1,5 @@
-"""Stage: polygon masks, rasterized by VGPhraseCut's official rule, then resized.
+"""Stage: polygon masks, rasterized by VGPhraseCut's official rule (or, as an option,
+pycocotools' unbiased one), then resized to the output size.
 
 The official rule (PhraseCutDataset ``utils/data_transfer.py::polygons_to_mask``):
 concatenate the instances' polygons, skip polygons with fewer than 2 points, truncate
@@ -20,8 +21,17 @@ from PIL import Image, ImageDraw
 FAR_OUTSIDE = 0.25
 
 
-def polygons_to_mask(task_polygons: list, width: int, height: int) -> np.ndarray:
-    """A task's ``Polygons`` field, as is, -> bool (height, width) mask."""
+def polygons_to_mask(task_polygons: list, width: int, height: int,
+                     rule: str = "official") -> np.ndarray:
+    """A task's ``Polygons`` field, as is, -> bool (height, width) mask.
+
+    ``rule="official"``: the benchmark's PIL rule above (outline included, so masks run
+    about half a pixel large). ``rule="coco"``: pycocotools' area-sampled rasterization,
+    unbiased at edges; polygons under 3 points have no area there and are skipped."""
+    if rule == "coco":
+        return _coco_mask(task_polygons, int(width), int(height))
+    if rule != "official":
+        raise ValueError(f"unknown mask rule {rule!r} (official | coco)")
     canvas = Image.new("L", (int(width), int(height)), 0)
     draw = ImageDraw.Draw(canvas)
     for instance in task_polygons:
@@ -30,6 +40,24 @@ def polygons_to_mask(task_polygons: list, width: int, height: int) -> np.ndarray
                 continue
             draw.polygon([(int(x), int(y)) for x, y in polygon], outline=1, fill=1)
     return np.asarray(canvas, dtype=bool)
+
+
+def _coco_mask(task_polygons: list, width: int, height: int) -> np.ndarray:
+    from pycocotools import mask as coco_mask
+
+    flat = [np.asarray(p, np.float64).ravel().tolist()
+            for inst in task_polygons for p in inst if len(p) >= 3]
+    if not flat:
+        return np.zeros((height, width), bool)
+    rle = coco_mask.merge(coco_mask.frPyObjects(flat, height, width))
+    return coco_mask.decode(rle).astype(bool)
+
+
+def stored_mask(task_polygons: list, width: int, height: int, size: int, masks) -> np.ndarray:
+    """The mask as stored in shards: rasterized at the annotated size by ``masks.rule``,
+    then reduced to ``size``x``size`` by the coverage rule of ``resize_mask``."""
+    full = polygons_to_mask(task_polygons, width, height, masks.rule)
+    return resize_mask(full, size, size, masks.binarize_threshold)
 
 
 def polygon_problem(task_polygons: list, width: int, height: int) -> str | None:

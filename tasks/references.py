@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.images import load_resized
-from tasks.masks import polygon_problem, polygons_to_mask, resize_mask
+from tasks.masks import polygon_problem, stored_mask
 
 
 @dataclass(frozen=True)
@@ -29,20 +29,20 @@ class Reference:
 
 @lru_cache(maxsize=2)
 def reference_pool(annotations_path: Path, mtime_ns: int, images_dir: Path, size: int,
-                   threshold: float) -> "ReferencePool":
+                   masks) -> "ReferencePool":
     """One pool per worker process and annotation file: its index is built from all
     345k tasks, so shard tasks on the same worker share it (``mtime_ns`` in the key:
     a rewritten annotation file gets a new pool)."""
     from tasks.annotations import read_annotation_table
 
-    return ReferencePool(read_annotation_table(annotations_path), images_dir, size, threshold)
+    return ReferencePool(read_annotation_table(annotations_path), images_dir, size, masks)
 
 
 class ReferencePool:
-    def __init__(self, annotations: pa.Table, images_dir, size: int, threshold: float,
+    def __init__(self, annotations: pa.Table, images_dir, size: int, masks,
                  cache_images: int = 64):
         self.table = annotations
-        self.images_dir, self.size, self.threshold = images_dir, size, threshold
+        self.images_dir, self.size, self.masks = images_dir, size, masks
         order = np.lexsort((np.asarray(annotations["task_id"].to_pylist(), dtype=object).astype(str),
                             annotations["image_id"].to_numpy()))
         keys = [f"{s}\x00{n}" for s, n in zip(annotations["split"].to_pylist(),
@@ -78,8 +78,7 @@ class ReferencePool:
         w, h = task["image_width"], task["image_height"]
         if polygon_problem(task["polygons"], w, h):
             return "reference_polygon_unusable"
-        mask = resize_mask(polygons_to_mask(task["polygons"], w, h), self.size, self.size,
-                           self.threshold)
+        mask = stored_mask(task["polygons"], w, h, self.size, self.masks)
         if mask.sum() < 16:
             return "reference_mask_too_small"
         return Reference(task["task_id"], image, mask)

@@ -15,7 +15,7 @@ import numpy as np
 from schemas.config import RunConfig
 from tasks.annotations import SkipLog
 from tasks.composite import sample_seed, synthesize
-from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
+from tasks.masks import degenerate_polygon_count, polygon_problem, stored_mask
 from tasks.references import ReferencePool
 
 
@@ -52,8 +52,7 @@ def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Count
         return None
     notes["degenerate_polygons"] += degenerate_polygon_count(task["polygons"])
     # Polygons are in the annotated size's coordinates: rasterize there, then resize.
-    mask = resize_mask(polygons_to_mask(task["polygons"], w, h), syn.size, syn.size,
-                       cfg.masks.binarize_threshold)
+    mask = stored_mask(task["polygons"], w, h, syn.size, cfg.masks)
     ratio = float(mask.mean())
     if ratio < syn.min_fg_ratio or not mask.any():
         skips.add("fg_ratio_below_min", task["task_id"])

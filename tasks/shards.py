@@ -155,7 +155,7 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -
     for task in mine.drop_columns(["ann_ids", "instance_boxes"]).to_pylist():
         by_image.setdefault(task["image_id"], []).append(task)
     refs = reference_pool(cfg.annotations_path, cfg.annotations_path.stat().st_mtime_ns,
-                          cfg.images_dir, cfg.synthesis.size, cfg.masks.binarize_threshold)
+                          cfg.images_dir, cfg.synthesis.size, cfg.masks)
     luts = cfg.luts.library()
     skips, notes = SkipLog(), Counter()
     meta = {"phraseharmony.schema_version": SCHEMA_VERSION,

@@ -16,7 +16,23 @@ def test_sample_config_loads_with_anchored_paths():
 
 def test_full_config_loads():
     cfg = load_config(REPO_ROOT / "configs" / "vgphrasecut.yaml")
-    assert cfg.images.source == "local" and cfg.runner.kind == "processes"
+    assert cfg.images.source == "http" and cfg.runner.kind == "processes"
+    # The official script's Drive ids, for every file the build reads.
+    assert cfg.annotations.sources["refer_train.json"].gdrive_id == "1qx-0q6r9r0YUGpoyT0B8HJKmUFWQDSu7"
+    assert {"image_data_split.json", "refer_val.json", "refer_test.json"} <= set(cfg.annotations.sources)
+
+
+def test_fetch_settings_do_not_change_the_config_hash():
+    base = load_config(SAMPLE)
+    tuned = load_config(SAMPLE, ["images.workers=4", "images.http.per_host_rate=2",
+                                 "annotations.gdrive_url=http://127.0.0.1/{id}"])
+    assert base.config_hash() == tuned.config_hash()
+    assert base.config_hash() != load_config(SAMPLE, ["images.max_pixels=1000"]).config_hash()
+
+
+def test_zip_source_needs_zips():
+    with pytest.raises(ValueError, match="images.zips"):
+        load_config(SAMPLE, ["images.source=zip"])
 
 
 def test_overrides_are_typed_and_nested():

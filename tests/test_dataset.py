@@ -121,7 +121,7 @@ def test_any_row_regenerates_from_its_provenance(sample_dataset):
     cfg = load_config(SAMPLE_CONFIG, out_dir=sample_dataset)
     table = pq.read_table(sample_dataset / "data")
     annotations = read_annotation_table(cfg.annotations_path)
-    refs = ReferencePool(annotations, cfg.images_dir, cfg.synthesis.size, cfg.masks.binarize_threshold)
+    refs = ReferencePool(annotations, cfg.images_dir, cfg.synthesis.size, cfg.masks)
     for recipe in sorted(set(table["recipe"].to_pylist())):
         row = table.filter(pc.equal(table["recipe"], recipe)).slice(0, 1).to_pylist()[0]
         assert row["seed"] == sample_seed(cfg.seed, row["sample_id"])

@@ -81,3 +81,27 @@ def test_resize_rule_is_area_threshold():
     small = resize_mask(full, 2, 2, threshold=0.5)
     assert small.tolist() == [[True, False], [False, False]]
     assert resize_mask(full, 2, 2, threshold=0.25)[1, 1]
+
+
+def test_coco_rule_is_unbiased_where_the_official_one_grows():
+    square = [[[[2.0, 2.0], [8.0, 2.0], [8.0, 8.0], [2.0, 8.0]]]]  # area 36
+    official = polygons_to_mask(square, 10, 10)
+    coco = polygons_to_mask(square, 10, 10, rule="coco")
+    assert official.sum() == 49  # outline included: rows/cols 2..8
+    assert abs(int(coco.sum()) - 36) <= 4 and not (coco & ~official).any()
+    # Lines and points have no area under the unbiased rule.
+    assert not polygons_to_mask([[[[1.7, 1.2], [8.9, 1.9]]]], 10, 4, rule="coco").any()
+    with pytest.raises(ValueError, match="unknown mask rule"):
+        polygons_to_mask(square, 10, 10, rule="nearest")
+
+
+def test_coco_rule_area_tracks_polygon_area_on_sample_tasks():
+    images = {r["image_id"]: r for r in read_json_array(SAMPLE_ANNOTATIONS / "image_data_split.json")}
+    for task in read_json_array(SAMPLE_ANNOTATIONS / "refer_train.json")[:10]:
+        rec = images[task["image_id"]]
+        poly = np.asarray(task["Polygons"][0][0])
+        x, y = poly[:, 0], poly[:, 1]
+        shoelace = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+        coco = polygons_to_mask([[task["Polygons"][0][0]]], rec["width"], rec["height"], rule="coco")
+        official = polygons_to_mask([[task["Polygons"][0][0]]], rec["width"], rec["height"])
+        assert abs(coco.sum() - shoelace) <= abs(official.sum() - shoelace)

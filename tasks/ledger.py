@@ -1,0 +1,124 @@
+"""The image ledger: ``images/_ledger.jsonl``, one JSON line per attempt outcome.
+
+Appending is the only write, so a kill can at most tear the last line (ignored on read);
+the latest line per image wins. Rows are flushed as they come and fsynced in batches: a
+row lost to a crash only costs a re-verification, because a file reaches
+``images/<id>.jpg`` only after it was verified (see ``acquisition``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from schemas.records import LedgerRow
+
+LEDGER_NAME = "_ledger.jsonl"
+# Statuses. Settled ones are final until the inputs change; "retry" is not.
+OK = "ok"
+RETRY = "retry"                  # transient failure, tried again next run
+FAILED = "failed"                # permanent (404, 410, not an image, ...) or gave up
+MISSING = "missing"              # local/zip source has no such file
+CORRUPT = "corrupt"              # bytes do not decode to a whole image
+TOO_LARGE = "too_large"          # pixels or bytes over the configured limit
+INVALID = "invalid"              # the record itself is bad (no url, bad id, ...)
+SETTLED = frozenset({OK, FAILED, MISSING, CORRUPT, TOO_LARGE, INVALID})
+# Fsync at least this often while appending (a crash loses at most this much work).
+FSYNC_EVERY_S = 1.0
+
+
+def read_ledger(images_dir: Path) -> dict[int, LedgerRow]:
+    """image_id -> latest row. Rows about records without a usable id are not included."""
+    rows: dict[int, LedgerRow] = {}
+    for row in _lines(images_dir / LEDGER_NAME):
+        if isinstance(row.get("image_id"), int):
+            rows[row["image_id"]] = row
+    return rows
+
+
+def invalid_records(images_dir: Path) -> dict[str, LedgerRow]:
+    """``record`` ("file[index]") -> row, for records rejected before any image id."""
+    return {row["record"]: row for row in _lines(images_dir / LEDGER_NAME)
+            if row.get("status") == INVALID and "record" in row}
+
+
+def _lines(path: Path) -> Iterable[dict[str, Any]]:
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn by a kill mid-write
+            if isinstance(row, dict):
+                yield row
+
+
+class LedgerWriter:
+    """Appends rows; ``with`` closes (and fsyncs) it. One writer per run (the flow lock
+    and the CLI's run it from one thread)."""
+
+    def __init__(self, images_dir: Path):
+        images_dir.mkdir(parents=True, exist_ok=True)
+        self.path = images_dir / LEDGER_NAME
+        _repair_tail(self.path)
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._synced = time.monotonic()
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(row, sort_keys=True) + "\n")
+        self._f.flush()
+        if time.monotonic() - self._synced > FSYNC_EVERY_S:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self._f.fileno())
+        self._synced = time.monotonic()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self.sync()
+            self._f.close()
+
+    def __enter__(self) -> "LedgerWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _repair_tail(path: Path) -> None:
+    """End a line torn by a kill, so the next row starts on a line of its own."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+def compact(images_dir: Path) -> bool:
+    """Rewrite the ledger with only the latest row per image (and per invalid record)
+    when attempts have made it more than twice that long. Atomic: temp file + rename."""
+    path = images_dir / LEDGER_NAME
+    if not path.exists():
+        return False
+    latest: dict[Any, dict[str, Any]] = {}
+    lines = 0
+    for row in _lines(path):
+        lines += 1
+        key = row.get("image_id") if isinstance(row.get("image_id"), int) else row.get("record")
+        latest[key] = row
+    if lines <= 2 * max(len(latest), 1):
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in latest.values():
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return True

@@ -1,0 +1,161 @@
+"""Whole acquisition runs: a SIGKILLed download resumes, the scheduled build waits for
+unsettled images, annotation files are fetched with their sha256 checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fault_server import Fault, FaultServer
+from test_download import photo_jpeg
+
+from conftest import REPO, build, shard_bytes
+from schemas.config import SAMPLE_ANNOTATIONS, load_config
+from tasks.annotation_fetch import FetchError, ensure_files
+from tasks.ledger import read_ledger
+
+
+def _ok_rows(images: Path) -> set[int]:
+    path = images / "_ledger.jsonl"
+    if not path.exists():
+        return set()
+    ids = set()
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("status") == "ok":
+            ids.add(row["image_id"])
+    return ids
+
+
+@pytest.mark.slow
+def test_sigkilled_download_resumes_without_refetching(tmp_path):
+    n = 30
+    with FaultServer() as server:
+        records = []
+        for i in range(1, n + 1):
+            path = f"/VG_100K/{i}.jpg"
+            records.append({"image_id": i, "width": 320, "height": 240, "split": "train",
+                            "url": server.put(path, photo_jpeg(i, 320, 240))})
+            server.faults[path] = Fault(trickle=0.01)  # ~1 KiB per 10 ms: a slow link
+        split_file = tmp_path / "image_data_split.json"
+        split_file.write_text(json.dumps(records))
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "flows.cli", "download", "--images", str(split_file),
+               "--out", str(out), "--set", "images.workers=4"]
+        env = {**os.environ, "COLUMNS": "120"}
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        partial = out / "images" / "_partial"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            parts = [p for p in partial.glob("*.part") if p.stat().st_size] if partial.exists() else []
+            if len(_ok_rows(out / "images")) >= 5 and parts:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done_before = _ok_rows(out / "images")
+        assert 5 <= len(done_before) < n
+        mark = len(server.log)
+
+        rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        second = server.log[mark:]
+
+        for i in range(1, n + 1):
+            path = f"/VG_100K/{i}.jpg"
+            assert (out / "images" / f"{i}.jpg").read_bytes() == server.files[path].body, i
+            whole = [e for e in server.requests_for(path) if e.whole_from_zero]
+            assert len(whole) <= 1, f"{path} was fetched whole {len(whole)} times"
+        # Images complete before the kill were not asked for again ...
+        assert not [e for e in second if int(e.path.rsplit("/", 1)[1][:-4]) in done_before]
+        # ... and the interrupted ones continued where they stopped.
+        assert any(e.status == 206 and e.range for e in second)
+        assert set(read_ledger(out / "images")) == set(range(1, n + 1))
+        assert all(r["status"] == "ok" for r in read_ledger(out / "images").values())
+
+
+def _served_sample(tmp_path: Path, server: FaultServer) -> Path:
+    """The sample annotations with each image's url on the local server."""
+    from tasks.sample_photos import materialize
+
+    ann = tmp_path / "ann"
+    shutil.copytree(SAMPLE_ANNOTATIONS, ann)
+    records = json.loads((ann / "image_data_split.json").read_text())
+    for photo in materialize(tmp_path / "photos"):
+        server.put(f"/VG_100K/{photo.name}", photo.read_bytes())
+    for rec in records:
+        rec["url"] = server.url(f"/VG_100K/{rec['image_id']}.jpg")
+    (ann / "image_data_split.json").write_text(json.dumps(records))
+    return ann
+
+
+@pytest.mark.slow
+def test_scheduled_build_waits_for_unsettled_images(prefect_server, sample_dataset, tmp_path):
+    with FaultServer() as server:
+        ann = _served_sample(tmp_path, server)
+        server.faults["/VG_100K/9100006.jpg"] = Fault(status=503, retry_after="0")
+        over = [f"annotations.dir={ann}", "images.source=http", "images.attempts_per_run=1",
+                "images.backoff_base=0.01"]
+        out = tmp_path / "out"
+
+        first = build(out, *over)
+        assert first["complete"] is False and first["waiting"] == 1 and first["built"] == 4
+        assert not (out / "_manifest.json").exists()
+        assert read_ledger(out / "images")[9100006]["status"] == "retry"
+
+        server.faults.clear()
+        second = build(out, *over)
+        assert second["complete"] is True and second["built"] == 1
+        # Downloaded images are the sample photos, so the shards equal the sample build's.
+        assert shard_bytes(out) == shard_bytes(sample_dataset)
+
+        mark, started = len(server.log), time.monotonic()
+        third = build(out, *over)
+        assert third["built"] == 0 and third["complete"] is True
+        assert len(server.log) == mark  # nothing to fetch
+        assert time.monotonic() - started < 30
+
+
+def test_annotation_files_are_fetched_and_checked(tmp_path):
+    names = ["image_data_split.json", "refer_val.json"]
+    with FaultServer() as server:
+        sources = {}
+        for name in names:
+            body = (SAMPLE_ANNOTATIONS / name).read_bytes()
+            sources[name] = {"url": server.put(f"/ann/{name}", body, content_type="application/json"),
+                             "sha256": hashlib.sha256(body).hexdigest()}
+        # refer_val.json through the Google Drive path (gdown), on the local server.
+        server.put("/uc?id=VALID", (SAMPLE_ANNOTATIONS / "refer_val.json").read_bytes(),
+                   content_type="application/json")
+        sources["refer_val.json"] = {"gdrive_id": "VALID", "sha256": sources["refer_val.json"]["sha256"]}
+        cfg = load_config(None, {"annotations": {"dir": str(tmp_path / "ann"), "sources": sources,
+                                                 "gdrive_url": server.url("/uc?id={id}")}})
+        hashes = ensure_files(cfg.annotations, names, cfg.images)
+        assert hashes == {n: sources[n]["sha256"] for n in names}
+        for name in names:
+            assert (tmp_path / "ann" / name).read_bytes() == (SAMPLE_ANNOTATIONS / name).read_bytes()
+        assert [e.path for e in server.log] == ["/ann/image_data_split.json", "/uc?id=VALID"]
+        # Present files are not fetched again.
+        ensure_files(cfg.annotations, names, cfg.images)
+        assert len(server.log) == 2
+
+        bad = {"refer_test.json": {"url": server.put("/ann/refer_test.json", b"[]"), "sha256": "0" * 64}}
+        cfg = load_config(None, {"annotations": {"dir": str(tmp_path / "ann"), "sources": bad}})
+        with pytest.raises(FetchError, match="refer_test.json: downloaded bytes have sha256"):
+            ensure_files(cfg.annotations, ["refer_test.json"], cfg.images)
+        assert not (tmp_path / "ann" / "refer_test.json").exists()
+        with pytest.raises(FileNotFoundError, match="refer_miniv.json.*no entry"):
+            ensure_files(cfg.annotations, ["refer_miniv.json"], cfg.images)

@@ -1,0 +1,263 @@
+"""Image acquisition over HTTP against a real server on 127.0.0.1 that misbehaves."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fault_server import Fault, FaultServer
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.cli import app
+from schemas.config import load_config
+from tasks.acquisition import acquire_records
+from tasks.ledger import read_ledger
+
+# Fast retries for tests; the timing tests below set their own.
+FAST = ["images.backoff_base=0.02", "images.backoff_max=0.05", "images.http.read_timeout=5"]
+
+
+def photo_jpeg(i: int, w: int = 160, h: int = 120) -> bytes:
+    """A crop of a real packaged photo (different per i), as JPEG bytes."""
+    from skimage import data
+
+    photo = (data.astronaut, data.coffee, data.chelsea, data.rocket)[i % 4]()
+    y, x = (i * 37) % (photo.shape[0] - h), (i * 53) % (photo.shape[1] - w)
+    buf = io.BytesIO()
+    Image.fromarray(photo[y:y + h, x:x + w]).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def server():
+    with FaultServer() as srv:
+        yield srv
+
+
+def serve(server: FaultServer, ids, **kw) -> list[dict]:
+    recs = []
+    for i in ids:
+        url = server.put(f"/VG_100K/{i}.jpg", photo_jpeg(i), **kw)
+        recs.append({"image_id": i, "width": 160, "height": 120, "url": url, "split": "train"})
+    return recs
+
+
+def fetch(out: Path, records, *overrides: str):
+    cfg = load_config(None, ["images.source=http", *FAST, *overrides], out)
+    return acquire_records(cfg, records), read_ledger(cfg.images_dir)
+
+
+def assert_same_bytes(out: Path, server: FaultServer, ids) -> None:
+    for i in ids:
+        assert (out / "images" / f"{i}.jpg").read_bytes() == server.files[f"/VG_100K/{i}.jpg"].body
+
+
+def test_downloads_are_byte_identical_over_kept_alive_connections(server, tmp_path):
+    recs = serve(server, range(1, 21))
+    counts, ledger = fetch(tmp_path, recs, "images.workers=2")
+    assert counts == {"ok": 20}
+    assert_same_bytes(tmp_path, server, range(1, 21))
+    row = ledger[5]
+    assert row["status"] == "ok" and row["attempts"] == 1 and row["size_mismatch"] is False
+    assert row["bytes"] == len(server.files["/VG_100K/5.jpg"].body) and len(row["sha256"]) == 64
+    assert {"time", "source", "url", "http_status"} <= set(row)
+    # 20 requests over at most a few TCP connections: keep-alive works.
+    assert len({e.client_port for e in server.log}) <= 4
+    # A second run fetches nothing.
+    counts, _ = fetch(tmp_path, recs, "images.workers=2")
+    assert counts == {"already_ok": 20} and len(server.log) == 20
+    assert not list((tmp_path / "images" / "_partial").iterdir())
+
+
+@pytest.mark.parametrize("status", [404, 410, 403])
+def test_permanent_statuses_are_not_retried(server, tmp_path, status):
+    recs = serve(server, [1])
+    server.faults["/VG_100K/1.jpg"] = Fault(status=status)
+    counts, ledger = fetch(tmp_path, recs)
+    assert counts == {"failed": 1} and ledger[1]["error"] == f"HTTP {status}"
+    assert len(server.log) == 1 and not (tmp_path / "images" / "1.jpg").exists()
+    # Settled: the next run does not ask again, unless told to.
+    assert fetch(tmp_path, recs)[0] == {"already_failed": 1} and len(server.log) == 1
+    server.faults.clear()
+    counts, ledger = fetch(tmp_path, recs, "images.retry_failed=true")
+    assert counts == {"ok": 1} and len(server.log) == 2
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(server, tmp_path, status):
+    recs = serve(server, [1])
+    server.faults["/VG_100K/1.jpg"] = Fault(status=status, retry_after="1", times=1)
+    counts, ledger = fetch(tmp_path, recs)
+    assert counts == {"ok": 1} and ledger[1]["attempts"] == 2
+    first, second = server.log
+    assert first.status == status and second.status == 200
+    assert second.at - first.at >= 0.95  # waited as asked, not the 20 ms backoff
+
+
+def test_server_errors_back_off_exponentially_then_succeed(server, tmp_path):
+    recs = serve(server, [1])
+    server.faults["/VG_100K/1.jpg"] = Fault(status=500, times=2)
+    counts, ledger = fetch(tmp_path, recs, "images.backoff_base=0.2", "images.backoff_max=5")
+    assert counts == {"ok": 1} and ledger[1]["attempts"] == 3
+    # Full jitter: each wait is uniform in [0, 0.2 * 2^(n-1)], so bounded above.
+    gaps = np.diff([e.at for e in server.log])
+    assert gaps[0] <= 0.3 and gaps[1] <= 0.5
+
+
+def test_transient_failures_wait_for_the_next_run_then_give_up(server, tmp_path):
+    recs = serve(server, [1])
+    server.faults["/VG_100K/1.jpg"] = Fault(status=500)
+    over = ["images.attempts_per_run=2", "images.give_up_after=5"]
+    counts, ledger = fetch(tmp_path, recs, *over)
+    assert counts == {"retry": 1} and ledger[1]["attempts"] == 2 and ledger[1]["error"] == "HTTP 500"
+    counts, ledger = fetch(tmp_path, recs, *over)
+    assert counts == {"retry": 1} and ledger[1]["attempts"] == 4
+    counts, ledger = fetch(tmp_path, recs, *over)
+    assert counts == {"failed": 1} and ledger[1]["attempts"] == 5 and "gave up" in ledger[1]["error"]
+    assert len(server.log) == 5
+
+
+@pytest.mark.parametrize("fault", [Fault(reset_after=3000, times=1), Fault(truncate_after=3000, times=1)],
+                         ids=["reset", "truncated"])
+def test_broken_bodies_resume_with_range(server, tmp_path, fault):
+    recs = serve(server, [1])
+    server.faults["/VG_100K/1.jpg"] = fault
+    counts, ledger = fetch(tmp_path, recs)
+    assert counts == {"ok": 1}
+    assert_same_bytes(tmp_path, server, [1])
+    first, second = server.log
+    assert first.sent == 3000 and second.range == "bytes=3000-" and second.status == 206
+    assert ledger[1]["resumed_from"] == 3000
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    recs = serve(server, [1])
+    server.faults["/VG_100K/1.jpg"] = Fault(reset_after=3000, times=1)
+    cfg = load_config(None, ["images.source=http", *FAST, "images.attempts_per_run=1"], tmp_path)
+    assert acquire_records(cfg, recs) == {"retry": 1}
+    server.faults["/VG_100K/1.jpg"] = Fault(ignore_range=True)
+    assert acquire_records(cfg, recs) == {"ok": 1}
+    assert server.log[1].range == "bytes=3000-" and server.log[1].status == 200
+    assert_same_bytes(tmp_path, server, [1])  # the 200 body replaced, not appended
+
+
+@pytest.mark.parametrize("honours_if_range", [True, False])
+def test_file_changed_between_attempts_is_fetched_whole(server, tmp_path, honours_if_range):
+    recs = serve(server, [1])
+    server.faults["/VG_100K/1.jpg"] = Fault(reset_after=3000, times=1)
+    cfg = load_config(None, ["images.source=http", *FAST, "images.attempts_per_run=1"], tmp_path)
+    assert acquire_records(cfg, recs) == {"retry": 1}
+    server.put("/VG_100K/1.jpg", photo_jpeg(99))  # new content, new ETag
+    if not honours_if_range:  # a server that answers 206 with the new file's bytes
+        server.faults["/VG_100K/1.jpg"] = Fault(ignore_if_range=True)
+        assert acquire_records(cfg, recs) == {"retry": 1}  # detected by the ETag, discarded
+    assert acquire_records(cfg, recs) == {"ok": 1}
+    assert (tmp_path / "images" / "1.jpg").read_bytes() == photo_jpeg(99)
+
+
+def test_html_page_instead_of_jpeg_is_refused(server, tmp_path):
+    recs = serve(server, [1, 2])
+    server.faults["/VG_100K/1.jpg"] = Fault(html=True)
+    # And a page served as image/jpeg: it fails verification instead.
+    server.put("/VG_100K/2.jpg", b"<html>not found</html>" * 50)
+    counts, ledger = fetch(tmp_path, recs)
+    assert counts == {"failed": 1, "corrupt": 1}
+    assert "text/html" in ledger[1]["error"] and ledger[2]["status"] == "corrupt"
+    assert not list((tmp_path / "images").glob("*.jpg"))
+
+
+def test_slow_server_times_out(server, tmp_path):
+    recs = serve(server, [1, 2])
+    server.faults["/VG_100K/1.jpg"] = Fault(delay=2.0)
+    server.faults["/VG_100K/2.jpg"] = Fault(trickle=1.5)  # stalls between 1 KiB chunks
+    counts, ledger = fetch(tmp_path, recs, "images.http.read_timeout=0.3", "images.attempts_per_run=1")
+    assert counts == {"retry": 2}
+    assert "Timeout" in ledger[1]["error"] and "Timeout" in ledger[2]["error"]
+
+
+def test_redirects_followed_loops_and_bad_schemes_refused(server, tmp_path):
+    recs = serve(server, [1, 2, 3])
+    server.faults["/VG_100K/1.jpg"] = Fault(redirect_to="/VG_100K/1.jpg")
+    server.faults["/VG_100K/2.jpg"] = Fault(redirect_to="ftp://127.0.0.1/2.jpg")
+    server.faults["/VG_100K/3.jpg"] = Fault(redirect_to="/elsewhere/3.jpg")
+    server.put("/elsewhere/3.jpg", photo_jpeg(3))
+    counts, ledger = fetch(tmp_path, recs)
+    assert counts == {"failed": 2, "ok": 1}
+    assert "redirects" in ledger[1]["error"] and "'ftp' not allowed" in ledger[2]["error"]
+    assert len(server.requests_for("/VG_100K/1.jpg")) == 6  # 1 + max_redirects, no retry
+
+
+def test_decompression_bomb_and_oversized_body_are_refused(server, tmp_path):
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, "PNG")  # 48 Mpx in a few dozen kB
+    assert len(buf.getvalue()) < 200_000
+    recs = serve(server, [1, 2])
+    server.put("/VG_100K/1.jpg", buf.getvalue(), content_type="image/png")
+    # The header is read, the pixels never decoded: over images.max_pixels (40 M).
+    counts, ledger = fetch(tmp_path / "a", recs[:1])
+    assert counts == {"too_large": 1} and "8000x6000 exceeds" in ledger[1]["error"]
+    # A byte cap stops the body itself (checked on Content-Length, and while streaming).
+    counts, ledger = fetch(tmp_path / "b", recs[1:], "images.http.max_bytes=4096")
+    assert counts == {"failed": 1} and "too large" in ledger[2]["error"]
+    assert not list((tmp_path / "a" / "images").glob("*.jpg"))
+
+
+def test_annotated_size_mismatch_is_recorded(server, tmp_path):
+    recs = serve(server, [1])
+    recs[0]["width"] = 161
+    counts, ledger = fetch(tmp_path, recs)
+    assert counts == {"ok": 1}
+    assert ledger[1]["size_mismatch"] is True and ledger[1]["actual_width"] == 160
+
+
+def test_zip_source_reads_members(tmp_path):
+    zpath = tmp_path / "images.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("VG_100K/1.jpg", photo_jpeg(1))
+        zf.writestr("VG_100K/2.jpg", b"\xff\xd8 truncated")
+    z2 = tmp_path / "images2.zip"
+    with zipfile.ZipFile(z2, "w") as zf:
+        zf.writestr("VG_100K_2/3.jpg", photo_jpeg(3))
+    recs = [{"image_id": i, "width": 160, "height": 120} for i in (1, 2, 3, 4)]
+    cfg = load_config(None, ["images.source=zip", f"images.zips=[{zpath}, {z2}]"], tmp_path / "out")
+    assert acquire_records(cfg, recs) == {"ok": 2, "corrupt": 1, "missing": 1}
+    assert (tmp_path / "out" / "images" / "3.jpg").read_bytes() == photo_jpeg(3)
+    assert "no member 4.jpg" in read_ledger(cfg.images_dir)[4]["error"]
+
+
+def test_cli_download_counts_bad_records_in_the_ledger(server, tmp_path):
+    good = serve(server, [1, 2])
+    bad = [
+        {"image_id": 3, "width": 160, "height": 120, "split": "train"},                   # no url
+        {"image_id": "x4", "width": 160, "height": 120, "url": good[0]["url"], "split": "train"},
+        {"image_id": 5, "width": -160, "height": 120, "url": good[0]["url"], "split": "train"},
+        dict(good[0]),                                                                     # duplicate
+        {"image_id": 6, "width": 160, "height": 120, "url": "file:///etc/passwd", "split": "train"},
+    ]
+    split_file = tmp_path / "image_data_split.json"
+    split_file.write_text(json.dumps(good + bad))
+    runner = CliRunner()
+    args = ["download", "--images", str(split_file), "--out", str(tmp_path / "o")]
+    args += [arg for o in FAST for arg in ("--set", o)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = " ".join(res.output.split())  # rich wraps lines
+    assert "invalid 2, invalid_record 3, ok 2" in summary
+    rows = [json.loads(x) for x in (tmp_path / "o" / "images" / "_ledger.jsonl").read_text().splitlines()]
+    by_record = {r["record"]: r["error"] for r in rows if "record" in r}
+    assert by_record == {"image_data_split.json[3]": "image_bad_id",
+                         "image_data_split.json[4]": "image_bad_size",
+                         "image_data_split.json[5]": "image_duplicate_id"}
+    ledger = read_ledger(tmp_path / "o" / "images")
+    assert ledger[3]["error"] == "no url" and "'file' not allowed" in ledger[6]["error"]
+    assert not (tmp_path / "o" / "images" / "6.jpg").exists()
+    # A rerun adds no duplicate skip rows and fetches nothing.
+    before = len(server.log)
+    assert runner.invoke(app, args).exit_code == 0
+    again = (tmp_path / "o" / "images" / "_ledger.jsonl").read_text().splitlines()
+    assert len(again) == len(rows) and len(server.log) == before
