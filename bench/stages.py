@@ -74,14 +74,14 @@ def run_stage(stage: str, cfg_args: dict) -> dict:
         from tasks.annotations import ingest
         extra["rows"] = ingest(cfg)["rows"]
     elif stage == "acquire":
-        from tasks.acquisition import acquire
         from tasks.annotations import ingest
+        from tasks.downloader import acquire_records
         images = ingest(cfg)["images"]
         t0 = time.perf_counter()
-        extra["counts"] = dict(acquire(cfg, list(images.values())))
+        extra["counts"] = dict(acquire_records(cfg, list(images.values())))
     elif stage == "shards":
-        from tasks.acquisition import read_ledger
         from tasks.annotations import ingest, read_annotation_table
+        from tasks.ledger import read_ledger
         from tasks.shards import build_shard, plan_shards
         ingest(cfg)
         ledger = read_ledger(cfg.images_dir)

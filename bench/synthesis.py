@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,10 +57,11 @@ def main() -> None:
     a = ap.parse_args()
     import tempfile
 
-    from lut_library import builtin_luts
+    from schemas.config import LutsConfig
 
     images, tasks, data = load_inputs(Path(tempfile.mkdtemp(prefix="ph-synth-")))
-    luts = builtin_luts(33)
+    cv2.setNumThreads(1)  # per core: OpenCV would otherwise use both
+    luts = LutsConfig().library()  # the looks composites draw from (default config)
     size, q = 256, 95
     rejections: Counter = Counter()
 

@@ -29,8 +29,8 @@ def download(images: Path = typer.Option(..., "--images", exists=True, dir_okay=
              retry_failed: bool = typer.Option(False, help="ask again for images refused for good")):
     """Download (or copy) every record's image into OUT/images/<image_id>.jpg."""
     from schemas.config import load_config
-    from tasks.acquisition import acquire_records
     from tasks.annotations import iter_image_records, iter_json_array
+    from tasks.downloader import acquire_records
     from tasks.ledger import INVALID, LedgerWriter, invalid_records
 
     overrides = [f"images.source={source}", f"images.retry_failed={retry_failed}", *set_]

@@ -121,14 +121,17 @@ def scan_folder(folder: Path, known: dict[str, Lut3D] | None = None,
 
 
 def build_library(size: int = 33, user_dirs: tuple[str, ...] = (), exclude_technical: bool = True,
-                  near_delta_e: float = 1.0) -> dict[str, Lut3D]:
+                  near_delta_e: float = 1.0, min_delta_e: float = 0.0) -> dict[str, Lut3D]:
     """id -> LUT: the built-in looks, then each user folder's usable, non-duplicate LUTs
-    (near-duplicates are kept, only flagged by ``luts check``)."""
-    return dict(_library(size, tuple(str(d) for d in user_dirs), exclude_technical, near_delta_e))
+    (near-duplicates are kept, only flagged by ``luts check``); looks whose mean ΔE2000
+    against identity on the chart is under ``min_delta_e`` are left out."""
+    return dict(_library(size, tuple(str(d) for d in user_dirs), exclude_technical, near_delta_e,
+                         min_delta_e))
 
 
 @lru_cache(maxsize=4)
-def _library(size, user_dirs, exclude_technical, near_delta_e) -> tuple[tuple[str, Lut3D], ...]:
+def _library(size, user_dirs, exclude_technical, near_delta_e,
+             min_delta_e) -> tuple[tuple[str, Lut3D], ...]:
     luts = dict(builtin_luts(size))
     for folder in user_dirs:
         # Near-duplicates stay in (only `luts check` flags them): no chart comparisons here.
@@ -136,6 +139,8 @@ def _library(size, user_dirs, exclude_technical, near_delta_e) -> tuple[tuple[st
             if entry.lut is None or entry.duplicate_of or (exclude_technical and entry.technical):
                 continue
             luts[entry.id] = entry.lut
+    if min_delta_e > 0:
+        luts = {k: v for k, v in luts.items() if chart_delta_e(v) >= min_delta_e}
     return tuple(luts.items())
 
 

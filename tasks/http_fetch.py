@@ -28,8 +28,6 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from tasks.files import write_json_atomic
-
 CHUNK = 1 << 16
 REDIRECTS = (301, 302, 303, 307, 308)
 # Retrying these cannot help: the resource is gone, forbidden or the request is wrong.
@@ -64,6 +62,8 @@ class FetchOutcome:
     resumed_from: int = 0      # bytes already in the part file when it started
     retry_after: float | None = None
     url: str = ""              # final URL after redirects
+    body: bytes | None = None  # the whole file (also in the part file) when this attempt
+                               # fetched all of it: verified and hashed from memory
 
 
 def check_scheme(url: str) -> str | None:
@@ -123,6 +123,13 @@ def discard_partial(part: Path) -> None:
     _meta_path(part).unlink(missing_ok=True)
 
 
+def _write_meta(part: Path, meta: dict) -> None:
+    # Not atomic on purpose (it is written per download): a torn file fails to parse,
+    # and the partial is then discarded, which only costs a refetch.
+    with open(_meta_path(part), "w") as f:
+        json.dump(meta, f)
+
+
 def _read_meta(part: Path) -> dict | None:
     try:
         return json.loads(_meta_path(part).read_text())
@@ -152,11 +159,15 @@ class HttpFetcher:
 
     def partial_state(self, url: str, part: Path) -> tuple[int, dict | None]:
         """(bytes we can resume from, their metadata); stale partials are discarded."""
+        try:
+            size = part.stat().st_size
+        except FileNotFoundError:
+            return 0, None
         meta = _read_meta(part)
-        if not part.exists() or meta is None or meta.get("url") != url:
+        if meta is None or meta.get("url") != url:
             discard_partial(part)
             return 0, None
-        return part.stat().st_size, meta
+        return size, meta
 
     def fetch(self, url: str, part: Path) -> FetchOutcome:
         """One attempt to complete ``part`` with the body of ``url``."""
@@ -248,15 +259,15 @@ class HttpFetcher:
             discard_partial(part)
             return FetchOutcome("permanent", f"too large: {total} bytes > {s.max_bytes}", status,
                                 url=url)
-        part.parent.mkdir(parents=True, exist_ok=True)
         # Keyed by the URL asked for (the record's), not where redirects ended.
-        write_json_atomic(_meta_path(part), {"url": asked, "validator": validator, "total": total})
+        _write_meta(part, {"url": asked, "validator": validator, "total": total})
         received = 0
+        chunks: list[bytes] = []  # kept too (start 0), so the caller need not read back
         with open(part, "r+b" if start else "wb") as f:
             f.seek(start)
             f.truncate()
-            # read1 returns what has arrived (up to CHUNK): on a reset, every byte that
-            # came before it is already on disk for the resume.
+            # read1 returns what has arrived (up to CHUNK): on a reset or a kill, every
+            # byte that came before it is already on disk for the resume.
             while chunk := resp.read1(CHUNK):
                 f.write(chunk)
                 received += len(chunk)
@@ -265,13 +276,17 @@ class HttpFetcher:
                     discard_partial(part)
                     return FetchOutcome("permanent", f"too large: over {s.max_bytes} bytes", status,
                                         url=url)
+                if start == 0:
+                    chunks.append(chunk)
         size = start + received
         if total is not None and size != total:
             return FetchOutcome("transient", f"truncated: {size} of {total} bytes", status, url=url,
                                 received=received, resumed_from=start)
         if total is None:  # length unknown until now: record it so a kill cannot refetch
-            write_json_atomic(_meta_path(part), {"url": asked, "validator": validator, "total": size})
-        return FetchOutcome("ok", http_status=status, received=received, resumed_from=start, url=url)
+            _write_meta(part, {"url": asked, "validator": validator, "total": size})
+        body = b"".join(chunks) if start == 0 else None
+        return FetchOutcome("ok", http_status=status, received=received, resumed_from=start, url=url,
+                            body=body)
 
 
 class _Refused(Exception):

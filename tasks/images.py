@@ -7,27 +7,46 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasks.acquisition import image_path
+from tasks.downloader import image_path
+
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 def decode_resized(data: bytes | np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]] | None:
     """JPEG bytes -> (size x size RGB uint8, (orig width, orig height)), or None.
 
-    Large photos are decoded at half scale by libjpeg (DCT scaling) when that still
-    leaves at least ``size`` pixels per side: about half the decode time, and the area
-    resize that follows sees the same detail it would keep anyway.
+    Large photos are decoded at 1/2, 1/4 or 1/8 scale by libjpeg (DCT scaling) when that
+    still leaves at least ``size`` pixels per side: a fraction of the decode time, and
+    the resize that follows sees the detail it would keep anyway.
     """
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
     orig = _jpeg_size(buf)
-    half = orig is not None and min(orig) // 2 >= size
-    bgr = cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_2 if half else cv2.IMREAD_COLOR)
+    # The largest DCT scaling that still leaves at least `size` pixels per side.
+    factor = next((f for f in (8, 4, 2) if orig is not None and min(orig) // f >= size), 1)
+    bgr = cv2.imdecode(buf, _REDUCED[factor])
     if bgr is None:
         return None
-    if not half:
+    if factor == 1:
         orig = (bgr.shape[1], bgr.shape[0])
-    rgb = cv2.cvtColor(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA),
-                       cv2.COLOR_BGR2RGB)
-    return rgb, orig
+    return cv2.cvtColor(shrink(bgr, size), cv2.COLOR_BGR2RGB), orig
+
+
+def shrink(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size with area averaging.
+
+    OpenCV's INTER_AREA is fast at integer ratios and ~10x slower at others (2-3 ms for
+    a 640x427 photo here, more than the decode). So: bilinear to 2*size (a ratio under
+    2 from what the DCT-scaled decode leaves, so it hardly aliases), then an exact 2x2
+    box average. It differs from a one-step area resize by ~0.3 code values on average
+    and costs a third."""
+    h, w = img.shape[:2]
+    if (w, h) == (size, size):
+        return img.copy()
+    if w % size == 0 and h % size == 0 or max(w, h) > 4 * size:
+        return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    mid = cv2.resize(img, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(mid, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _jpeg_size(buf: np.ndarray) -> tuple[int, int] | None:

@@ -13,7 +13,11 @@ import numpy as np
 from numba import njit
 
 # cache=True: compiled once per machine into __pycache__, not once per task run.
-_JIT = {"cache": True, "nogil": True, "boundscheck": False}
+# fastmath, only the flags that cannot change a result here (inputs are uint8, tables are
+# finite, and the sign of a zero is lost to the clamp): they let min/max compile to
+# single instructions, ~1.5x faster. No "contract"/"reassoc": FMA use would vary by CPU
+# and break byte-identical shards across machines.
+_JIT = {"cache": True, "nogil": True, "boundscheck": False, "fastmath": {"nnan", "ninf", "nsz"}}
 _ZERO, _ONE, _SCALE, _HALF = np.float32(0.0), np.float32(1.0), np.float32(255.0), np.float32(0.5)
 _INV255 = np.float32(1.0 / 255.0)
 

@@ -14,6 +14,7 @@ import math
 
 import cv2
 import numpy as np
+from numba import njit
 from PIL import Image, ImageDraw
 
 # A point this far outside the image (as a fraction of its side) is not a slightly
@@ -82,10 +83,48 @@ def degenerate_polygon_count(task_polygons: list) -> int:
 
 def resize_mask(mask: np.ndarray, width: int, height: int, threshold: float = 0.5) -> np.ndarray:
     """Binarization rule for stored masks: an output pixel is foreground when at least
-    ``threshold`` of its area (its footprint on the full-resolution mask, fractional
-    source pixels counted by the share they cover) was foreground. OpenCV's INTER_AREA
-    on float32 computes exactly that coverage."""
-    if mask.shape == (height, width):
+    ``threshold`` of its footprint on the full-resolution mask is foreground, fractional
+    source pixels counted by the share they cover (exact area coverage, also when
+    enlarging).
+
+    Computed from the mask's summed-area table: the integral of a pixel-constant image
+    is bilinear inside each pixel, so interpolating the table at the footprints' edges
+    gives each footprint's coverage exactly. (OpenCV's INTER_AREA computes the same
+    coverage when shrinking, but at a non-integer ratio it takes a slow path: ~4x the
+    time here.)"""
+    h, w = mask.shape
+    if (h, w) == (height, width):
         return mask.copy()
-    small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
-    return small >= threshold
+    sat = cv2.integral(np.ascontiguousarray(mask, dtype=bool).view(np.uint8))
+    r0, rf = _edges(h, height)
+    c0, cf = _edges(w, width)
+    out = np.empty((height, width), bool)
+    # A hair of tolerance so that an exact tie (coverage == threshold) is not lost to
+    # floating-point rounding of the interpolation.
+    _coverage_at_least(sat, r0, rf, c0, cf, (height / h) * (width / w), threshold - 1e-9, out)
+    return out
+
+
+def _edges(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Output pixel edges in source coordinates, as (cell index, fraction into it)."""
+    pos = np.arange(n_out + 1) * (n_in / n_out)
+    i0 = np.minimum(pos.astype(np.int64), n_in - 1)
+    return i0, pos - i0
+
+
+@njit(cache=True, nogil=True)
+def _coverage_at_least(sat, r0, rf, c0, cf, scale, threshold, out):
+    n_c = c0.shape[0]
+    prev = np.empty(n_c)
+    cur = np.empty(n_c)
+    for i in range(r0.shape[0]):
+        top, bottom, f = sat[r0[i]], sat[r0[i] + 1], rf[i]
+        for j in range(n_c):
+            c, g = c0[j], cf[j]
+            above = top[c] * (1.0 - g) + top[c + 1] * g
+            below = bottom[c] * (1.0 - g) + bottom[c + 1] * g
+            cur[j] = above * (1.0 - f) + below * f
+        if i > 0:
+            for j in range(1, n_c):
+                out[i - 1, j - 1] = (cur[j] - cur[j - 1] - prev[j] + prev[j - 1]) * scale >= threshold
+        prev, cur = cur, prev

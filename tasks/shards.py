@@ -25,10 +25,10 @@ from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.records import LedgerRow, ShardMarker
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
-from tasks.acquisition import SETTLED_OK
 from tasks.annotations import SkipLog, read_annotation_table
 from tasks.files import sha256_file, write_json_atomic
 from tasks.images import load_resized
+from tasks.ledger import OK
 from tasks.references import reference_pool
 from tasks.samples import task_rows
 from tasks.versioning import code_version
@@ -170,9 +170,9 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -
             image_tasks = sorted(by_image.get(image_id, []), key=lambda t: t["task_id"])
             status = ledger.get(image_id, {}).get("status", "pending")
             decoded = (load_resized(cfg.images_dir, image_id, cfg.synthesis.size)
-                       if status == SETTLED_OK else None)
+                       if status == OK else None)
             if decoded is None:
-                reason = f"image_{status}" if status != SETTLED_OK else "image_unreadable"
+                reason = f"image_{status}" if status != OK else "image_unreadable"
                 for task in image_tasks:
                     skips.add(reason, task["task_id"])
                 continue

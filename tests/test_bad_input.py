@@ -7,8 +7,8 @@ import pytest
 
 from conftest import build
 from schemas.config import SAMPLE_ANNOTATIONS
-from tasks.acquisition import read_ledger
 from tasks.annotations import AnnotationError
+from tasks.ledger import read_ledger
 from tasks.sample_photos import materialize
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from schemas.config import load_config
-from tasks.acquisition import acquire_records
+from tasks.downloader import acquire_records
 from tasks.ledger import read_ledger
 
 # Fast retries for tests; the timing tests below set their own.
@@ -261,3 +261,13 @@ def test_cli_download_counts_bad_records_in_the_ledger(server, tmp_path):
     assert runner.invoke(app, args).exit_code == 0
     again = (tmp_path / "o" / "images" / "_ledger.jsonl").read_text().splitlines()
     assert len(again) == len(rows) and len(server.log) == before
+
+
+def test_worker_processes_give_the_same_files(server, tmp_path):
+    recs = serve(server, range(1, 13))
+    server.faults["/VG_100K/3.jpg"] = Fault(status=404)
+    server.faults["/VG_100K/4.jpg"] = Fault(reset_after=2000, times=1)
+    counts, ledger = fetch(tmp_path, recs, "images.processes=2", "images.workers=4")
+    assert counts == {"ok": 11, "failed": 1}
+    assert_same_bytes(tmp_path, server, [i for i in range(1, 13) if i != 3])
+    assert ledger[4]["resumed_from"] == 2000 and ledger[3]["error"] == "HTTP 404"

@@ -132,3 +132,13 @@ def test_chart_is_the_colorchecker():
     assert chart.shape == (24, 3)
     assert chart[18].min() > 225 and chart[23].max() < 70   # white and black patches
     assert cube_bytes(builtin_luts()["gamma_0.60"]) == cube_bytes(builtin_luts()["gamma_0.60"])
+
+
+def test_subtle_looks_stay_out_of_composites():
+    from lut_library.library import chart_delta_e
+
+    lib = load_config(None).luts.library()
+    every = load_config(None, ["luts.composite_min_delta_e=0"]).luts.library()
+    assert set(every) == set(builtin_luts()) and set(lib) < set(every)
+    assert all(chart_delta_e(lut) >= 4.0 for lut in lib.values())
+    assert all(chart_delta_e(every[k]) < 4.0 for k in set(every) - set(lib))
