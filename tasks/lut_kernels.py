@@ -3,7 +3,7 @@
 Inputs come from ``Lut3D.positions()``: per channel and input code, the offset of the
 lattice cell in the flat table (strides folded in) and the fraction, so the kernels do
 only the interpolation, in float32. The fused kernel makes a whole composite in one
-call: target = B(I) (or I), composite = A(I) on the mask and the target elsewhere; A is
+pass: target = B(I) (or I), composite = A(I) on the mask and the target elsewhere; A is
 evaluated on foreground pixels only.
 """
 
@@ -88,9 +88,19 @@ def _apply_trilinear(px, off, frac, t, n, out):
 
 
 @njit(**_JIT)
-def _apply_tetra_at(px, rows, off, frac, t, n, out, s):
-    for k in range(rows.shape[0]):
-        _tetra(px, rows[k], off, frac, t, n, out, s)
+def _composite(px, mask, off_a, frac_a, t_a, n_a, off_b, frac_b, t_b, n_b, pair, target, comp, s):
+    """The fused kernel: one pass over the pixels. With ``pair``: target = B(px) and
+    composite = A(px) on the mask, B(px) elsewhere; without: target is px itself (not
+    written) and composite = A(px) on the mask, px elsewhere."""
+    for i in range(px.shape[0]):
+        if pair:
+            _tetra(px, i, off_b, frac_b, t_b, n_b, target, s)
+        if mask[i]:
+            _tetra(px, i, off_a, frac_a, t_a, n_a, comp, s)
+        elif pair:
+            comp[i, 0], comp[i, 1], comp[i, 2] = target[i, 0], target[i, 1], target[i, 2]
+        else:
+            comp[i, 0], comp[i, 1], comp[i, 2] = px[i, 0], px[i, 1], px[i, 2]
 
 
 def apply_u8(px: np.ndarray, lut, interpolation: str = "tetrahedral",
@@ -111,19 +121,17 @@ def composite_u8(img: np.ndarray, mask: np.ndarray, lut_a, lut_b=None,
                  strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One pass: (target, composite) for an H x W x 3 ``img`` and H x W bool ``mask``.
 
-    With ``lut_b``: SSH-style pair, target = B(I). Without: target = I. ``strength``
-    blends each LUT's output toward its input: I + s * (LUT(I) - I).
+    With ``lut_b``: SSH-style pair, target = B(I). Without: target = I (``img`` itself).
+    ``strength`` blends each LUT's output toward its input: I + s * (LUT(I) - I).
     """
     px = np.ascontiguousarray(img).reshape(-1, 3)
-    rows = np.flatnonzero(mask)  # A runs on foreground pixels only
-    s = np.float32(strength)
-    if lut_b is not None:
-        off_b, frac_b = lut_b.positions
-        target = np.empty_like(px)
-        _apply_tetra(px, off_b, frac_b, lut_b.flat_table, lut_b.size, target, s)
-    else:
-        target = px
-    comp = target.copy()
+    flat_mask = np.ascontiguousarray(mask).reshape(-1)
+    pair = lut_b is not None
     off_a, frac_a = lut_a.positions
-    _apply_tetra_at(px, rows, off_a, frac_a, lut_a.flat_table, lut_a.size, comp, s)
+    off_b, frac_b = (lut_b or lut_a).positions
+    target = np.empty_like(px) if pair else px
+    comp = np.empty_like(px)
+    _composite(px, flat_mask, off_a, frac_a, lut_a.flat_table, lut_a.size, off_b, frac_b,
+               (lut_b or lut_a).flat_table, (lut_b or lut_a).size, pair, target, comp,
+               np.float32(strength))
     return target.reshape(img.shape), comp.reshape(img.shape)
