@@ -91,26 +91,29 @@ def delta_e_rows(lab1, lab2):
 
 @njit(**_JIT)
 def _errors(a, b, mask, stride, lin, m, white):
-    sse = 0.0
-    sse_fg = 0.0
+    # Squared errors in integers over flat bytes: a branch-free loop LLVM vectorizes.
+    # (Exact: 255^2 * 3 * 2^20 pixels still fits an int64.)
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    sse = 0
+    for k in range(fa.shape[0]):
+        e = np.int64(fa[k]) - np.int64(fb[k])
+        sse += e * e
+    sse_fg = 0
     n_fg = 0
     de_sum = 0.0
     de_n = 0
     for i in range(a.shape[0]):
-        d = 0.0
-        for c in range(3):
-            e = float(a[i, c]) - float(b[i, c])
-            d += e * e
-        sse += d
         if mask[i]:
+            for c in range(3):
+                e = np.int64(a[i, c]) - np.int64(b[i, c])
+                sse_fg += e * e
             if n_fg % stride == 0:
                 L1, a1, b1 = _lab(a[i, 0], a[i, 1], a[i, 2], lin, m, white)
                 L2, a2, b2 = _lab(b[i, 0], b[i, 1], b[i, 2], lin, m, white)
                 de_sum += ciede2000(L1, a1, b1, L2, a2, b2)
                 de_n += 1
             n_fg += 1
-            sse_fg += d
-    return sse, sse_fg, n_fg, de_sum, de_n
+    return float(sse), float(sse_fg), n_fg, de_sum, de_n
 
 
 def error_sums(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float, int, float]:
