@@ -186,8 +186,8 @@ class LutsConfig(_Strict):
     near_duplicate_delta_e: float = Field(1.0, ge=0.0)
     # Looks this subtle (mean ΔE2000 vs identity on the ColorChecker chart) stay out of
     # composites: at strength 0.75-1 on real regions they mostly land under the quality
-    # floor and cost a redraw (22 of the 104 built-ins; on the sample, lut_fg redraws
-    # per sample fell from 0.63 to 0.29 without them).
+    # floor and cost a redraw (22 of the 104 built-ins; in bench/synthesis.py, lut_fg
+    # redraws per sample fell from 0.31 to 0.13 without them).
     composite_min_delta_e: float = Field(4.0, ge=0.0)
 
     def library(self):
