@@ -6,11 +6,8 @@ valid, so a scheduled run finishes a half-done job and a run on a done job ends 
 
 from __future__ import annotations
 
-import fcntl
 import logging
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -20,23 +17,12 @@ from schemas.config import RunConfig, load_config
 from tasks.acquisition import acquire_task
 from tasks.annotations import SkipLog, ingest_task, read_annotation_table
 from tasks.card import write_card, write_preview
+from tasks.files import exclusive
 from tasks.ledger import SETTLED, read_ledger
 from tasks.manifest import build_manifest, write_manifest
 from tasks.shards import ShardSpec, build_shard_task, completed_marker, plan_shards
 
 PROGRESS_LOG = logging.getLogger("phraseharmony.progress")
-
-
-@contextmanager
-def exclusive(out_dir: Path) -> Iterator[None]:
-    """One build per output folder at a time (the deployment also limits concurrency)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{out_dir}: another build is running on this folder") from None
-        yield
 
 
 def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], ledger: dict[int, dict],

@@ -31,6 +31,7 @@ def download(images: Path = typer.Option(..., "--images", exists=True, dir_okay=
     from schemas.config import load_config
     from tasks.annotations import iter_image_records, iter_json_array
     from tasks.downloader import acquire_records
+    from tasks.files import exclusive
     from tasks.ledger import INVALID, LedgerWriter, invalid_records
 
     overrides = [f"images.source={source}", f"images.retry_failed={retry_failed}", *set_]
@@ -49,7 +50,8 @@ def download(images: Path = typer.Option(..., "--images", exists=True, dir_okay=
             bar.update(task, completed=done + len(rejected), rate=f"{rate:.0f}/s",
                        description=" ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "images")
 
-        counts = acquire_records(cfg, records, progress)
+        with exclusive(cfg.out_dir):
+            counts = acquire_records(cfg, records, progress)
         bar.update(task, completed=total)
     # Bad records are counted skips in the ledger, once each.
     known = invalid_records(cfg.images_dir)

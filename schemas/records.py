@@ -7,18 +7,24 @@ from typing import TypedDict
 
 
 class LedgerRow(TypedDict, total=False):
-    """One line of ``images/_ledger.jsonl`` (the latest line per image_id wins)."""
+    """One line of ``images/_ledger.jsonl`` (the latest line per image_id wins).
+    Statuses and what "settled" means: ``tasks/ledger.py``."""
     image_id: int
-    status: str            # ok | missing | corrupt | too_large
-    source: str            # where it came from: local | ...
-    attempts: int
+    record: str            # instead of image_id: "file[index]" of a record without a usable id
+    status: str            # ok | retry | failed | missing | corrupt | too_large | invalid
+    source: str            # where it came from: local | zip | http
+    url: str
+    http_status: int       # of the last attempt's final response
+    attempts: int          # in all, across runs (reset by a success or --retry-failed)
     time: float            # unix seconds of this attempt
     bytes: int             # size of images/<image_id>.jpg (status ok)
     sha256: str
+    resumed_from: int      # bytes already there when the successful attempt started
     actual_width: int
     actual_height: int
     size_mismatch: bool    # decoded size differs from image_data_split.json's
     error: str             # why it is not ok
+    note: str              # e.g. a file verified after an interrupted run
 
 
 class SkipCounts(TypedDict):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -30,3 +32,16 @@ def write_bytes_atomic(path: Path, data: bytes) -> bool:
 
 def write_json_atomic(path: Path, data: Any) -> bool:
     return write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+@contextmanager
+def exclusive(out_dir: Path) -> Iterator[None]:
+    """One writer per output folder at a time (a build, or a download): an advisory lock
+    on ``OUT/.lock`` that the OS drops when the process dies, however it dies."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{out_dir}: another build or download is running on this folder") from None
+        yield

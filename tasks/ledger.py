@@ -3,7 +3,7 @@
 Appending is the only write, so a kill can at most tear the last line (ignored on read);
 the latest line per image wins. Rows are flushed as they come and fsynced in batches: a
 row lost to a crash only costs a re-verification, because a file reaches
-``images/<id>.jpg`` only after it was verified (see ``acquisition``).
+``images/<id>.jpg`` only after it was verified (see ``downloader``).
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def _lines(path: Path) -> Iterable[dict[str, Any]]:
 
 
 class LedgerWriter:
-    """Appends rows; ``with`` closes (and fsyncs) it. One writer per run (the flow lock
-    and the CLI's run it from one thread)."""
+    """Appends rows; ``with`` closes (and fsyncs) it. One writer per output folder: the
+    folder lock (``files.exclusive``) keeps builds and downloads apart, and a run
+    appends from one thread."""
 
     def __init__(self, images_dir: Path):
         images_dir.mkdir(parents=True, exist_ok=True)

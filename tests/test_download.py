@@ -271,3 +271,14 @@ def test_worker_processes_give_the_same_files(server, tmp_path):
     assert counts == {"ok": 11, "failed": 1}
     assert_same_bytes(tmp_path, server, [i for i in range(1, 13) if i != 3])
     assert ledger[4]["resumed_from"] == 2000 and ledger[3]["error"] == "HTTP 404"
+
+
+def test_download_refuses_a_folder_another_run_is_writing(server, tmp_path):
+    from tasks.files import exclusive
+
+    split_file = tmp_path / "image_data_split.json"
+    split_file.write_text(json.dumps(serve(server, [1])))
+    with exclusive(tmp_path / "o"):
+        res = CliRunner().invoke(app, ["download", "--images", str(split_file), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "another build or download is running" in str(res.exception)
+    assert not server.log
