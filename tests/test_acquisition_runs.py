@@ -3,6 +3,7 @@ unsettled images, annotation files are fetched with their sha256 checked."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -112,6 +113,13 @@ def _served_sample(tmp_path: Path, server: FaultServer) -> Path:
     return ann
 
 
+async def _artifacts():
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_artifacts()
+
+
 @pytest.mark.slow
 def test_scheduled_build_waits_for_unsettled_images(prefect_server, sample_dataset, tmp_path):
     with FaultServer() as server:
@@ -125,6 +133,9 @@ def test_scheduled_build_waits_for_unsettled_images(prefect_server, sample_datas
         assert first["complete"] is False and first["waiting"] == 1 and first["built"] == 4
         assert not (out / "_manifest.json").exists()
         assert read_ledger(out / "images")[9100006]["status"] == "retry"
+        # The flow showed its acquisition as a Prefect progress artifact.
+        assert any((a.description or "").startswith("8/8 images: ok 7, retry 1")
+                   for a in asyncio.run(_artifacts()))
 
         server.faults.clear()
         second = build(out, *over)
