@@ -23,7 +23,8 @@ def download(images: Path = typer.Option(..., "--images", exists=True, dir_okay=
              out: Path = typer.Option(..., "--out", "-o", help="output folder (images go to OUT/images)"),
              config: Optional[Path] = typer.Option(None, "--config", "-c", exists=True, dir_okay=False,
                                                    help="run config for the images.* settings"),
-             source: str = typer.Option("http", help="http | local | zip"),
+             source: Optional[str] = typer.Option(
+                 None, help="http | local | zip (default: the config's, else http)"),
              splits: Optional[str] = typer.Option(None, help="comma-separated splits (default all)"),
              set_: list[str] = typer.Option([], "--set", help="override, e.g. images.workers=64"),
              retry_failed: bool = typer.Option(False, help="ask again for images refused for good")):
@@ -34,7 +35,11 @@ def download(images: Path = typer.Option(..., "--images", exists=True, dir_okay=
     from tasks.files import exclusive
     from tasks.ledger import INVALID, LedgerWriter, invalid_records
 
-    overrides = [f"images.source={source}", f"images.retry_failed={retry_failed}", *set_]
+    if source is None and config is None:
+        source = "http"
+    overrides = [f"images.retry_failed={retry_failed}", *set_]
+    if source is not None:
+        overrides.insert(0, f"images.source={source}")
     cfg = load_config(config, overrides, out)
     wanted = splits.split(",") if splits else None
     total = sum(1 for _ in iter_json_array(images))  # a cheap streaming pass, for the bar
