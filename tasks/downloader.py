@@ -159,69 +159,80 @@ class Acquirer:
         ``images.processes`` > 1 (HTTP only, ``cfg`` given), batches to worker processes
         that each run their own threads, so decoding for verification uses more than one
         core. The ledger is written here only, in completion order."""
+        self.counts: Counter = Counter()
+        self.done = 0
         previous = read_ledger(self.images_dir)
-        counts: Counter = Counter()
-        done = 0
-        workers = self.policy.workers if self.source.name == "http" else min(4, self.policy.workers)
-        processes = self.policy.processes if self.source.name == "http" and cfg is not None else 1
-        if processes > 1:
-            threads = max(1, workers // processes)
-            pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_process_init, initargs=(cfg, threads, processes))
-            run_batch, batch_size, max_inflight = _process_batch, 2 * threads, 2 * processes
-        else:
-            pool = ThreadPoolExecutor(workers)
-            run_batch, batch_size, max_inflight = self.run_batch, 1, 2 * workers
-
-        def settle(futures) -> None:
-            nonlocal done
-            for fut in futures:
-                for row in fut.result():
-                    writer.append(row)
-                    counts[row["status"]] += 1
-                    done += 1
-                self._report(done, counts)
-
         L.compact(self.images_dir)
+        pool, run_batch, batch_size, max_inflight = self._executor(cfg)
         with LedgerWriter(self.images_dir) as writer, pool:
-            inflight: set = set()
-            batch: list = []
-            for rec in records:
-                prev = previous.get(int(rec["image_id"]))
-                problem = getattr(self.source, "record_problem", lambda r: None)(rec)
-                if problem:
-                    counts[L.INVALID] += 1
-                    done += 1
-                    if not prev or prev.get("status") != L.INVALID or prev.get("error") != problem:
-                        writer.append({"image_id": int(rec["image_id"]), "status": L.INVALID,
-                                       "error": problem, "source": self.source.name,
-                                       "time": time.time()})
-                    continue
-                skip = self.needs_work(rec, prev)
-                if skip:
-                    counts[skip] += 1
-                    done += 1
-                    self._report(done, counts)
-                    continue
-                batch.append((rec, prev))
-                if len(batch) >= batch_size:
+            try:
+                inflight: set = set()
+                batch: list = []
+                for rec in records:
+                    prev = previous.get(int(rec["image_id"]))
+                    if not self._needs_fetch(rec, prev, writer):
+                        continue
+                    batch.append((rec, prev))
+                    if len(batch) >= batch_size:
+                        inflight.add(pool.submit(run_batch, batch))
+                        batch = []
+                    if len(inflight) >= max_inflight:
+                        finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                        self._settle(finished, writer)
+                if batch:
                     inflight.add(pool.submit(run_batch, batch))
-                    batch = []
-                if len(inflight) >= max_inflight:
-                    finished, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-                    settle(finished)
-            if batch:
-                inflight.add(pool.submit(run_batch, batch))
-            settle(inflight)
-        self._report(done, counts)
-        return counts
+                self._settle(inflight, writer)
+            except BaseException:
+                # Ctrl-C or an error: start nothing new; what is in flight finishes
+                # (bounded by the timeouts) and the ledger keeps what completed.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        self._report()
+        return self.counts
+
+    def _executor(self, cfg):
+        """(pool, batch function, batch size, most batches in flight)."""
+        http = self.source.name == "http"
+        workers = self.policy.workers if http else min(4, self.policy.workers)
+        processes = self.policy.processes if http and cfg is not None else 1
+        if processes == 1:
+            return ThreadPoolExecutor(workers), self.run_batch, 1, 2 * workers
+        threads = max(1, workers // processes)
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_process_init, initargs=(cfg, threads, processes))
+        return pool, _process_batch, 2 * threads, 2 * processes
+
+    def _needs_fetch(self, rec: dict[str, Any], prev: LedgerRow | None, writer) -> bool:
+        """False (counted, and for a bad record written down once) when there is
+        nothing to fetch for ``rec``."""
+        problem = getattr(self.source, "record_problem", lambda r: None)(rec)
+        if problem:
+            if not prev or prev.get("status") != L.INVALID or prev.get("error") != problem:
+                writer.append({"image_id": int(rec["image_id"]), "status": L.INVALID,
+                               "error": problem, "source": self.source.name, "time": time.time()})
+            skip = L.INVALID
+        else:
+            skip = self.needs_work(rec, prev)
+        if skip:
+            self.counts[skip] += 1
+            self.done += 1
+            self._report()
+        return not skip
+
+    def _settle(self, futures, writer) -> None:
+        for fut in futures:
+            for row in fut.result():
+                writer.append(row)
+                self.counts[row["status"]] += 1
+                self.done += 1
+            self._report()
 
     def run_batch(self, batch: list[tuple[dict[str, Any], LedgerRow | None]]) -> list[LedgerRow]:
         return [self.acquire_one(rec, prev) for rec, prev in batch]
 
-    def _report(self, done: int, counts: Counter) -> None:
+    def _report(self) -> None:
         if self.progress:
-            self.progress(done, counts)
+            self.progress(self.done, self.counts)
 
 
 # -- worker processes (images.processes > 1) ----------------------------------------------
