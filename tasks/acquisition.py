@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from prefect import task as prefect_task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.downloader import acquire_records
@@ -16,8 +17,6 @@ from tasks.downloader import acquire_records
 
 def acquire(cfg, records: list[dict[str, Any]]) -> Counter:
     """The flow's stage: acquire, with a Prefect progress artifact updated every ~2 s."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
     total = max(len(records), 1)
     artifact = create_progress_artifact(0.0, description=f"acquire {len(records)} images")
     last = [0.0]
