@@ -180,3 +180,23 @@ def test_annotation_files_are_fetched_and_checked(tmp_path):
         assert not (tmp_path / "ann" / "refer_test.json").exists()
         with pytest.raises(FileNotFoundError, match="refer_miniv.json.*no entry"):
             ensure_files(cfg.annotations, ["refer_miniv.json"], cfg.images)
+
+
+@pytest.mark.slow
+def test_build_from_visual_genome_zips_equals_the_sample(prefect_server, sample_dataset, tmp_path):
+    """The images read member by member from VG-style zips give the same shards."""
+    import zipfile
+
+    from tasks.sample_photos import materialize
+
+    photos = materialize(tmp_path / "photos")
+    zips = [tmp_path / "images.zip", tmp_path / "images2.zip"]
+    for z, (folder, part) in zip(zips, [("VG_100K", photos[:4]), ("VG_100K_2", photos[4:])]):
+        with zipfile.ZipFile(z, "w") as zf:
+            for photo in part:
+                zf.write(photo, f"{folder}/{photo.name}")
+    out = tmp_path / "out"
+    summary = build(out, "images.source=zip", f"images.zips=[{zips[0]}, {zips[1]}]")
+    assert summary["complete"] and summary["built"] == 5
+    assert shard_bytes(out) == shard_bytes(sample_dataset)
+    assert {r["source"] for r in read_ledger(out / "images").values()} == {"zip"}
