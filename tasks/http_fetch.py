@@ -29,6 +29,8 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 CHUNK = 1 << 16
+# Unread error bodies up to this size are drained to keep the connection alive.
+DRAIN_LIMIT = 1 << 16
 REDIRECTS = (301, 302, 303, 307, 308)
 # Retrying these cannot help: the resource is gone, forbidden or the request is wrong.
 PERMANENT_STATUS = {400, 401, 403, 404, 405, 406, 410, 411, 414, 451, 501}
@@ -196,6 +198,7 @@ class HttpFetcher:
             return FetchOutcome("transient", _describe(exc), resp.status, url=final_url,
                                 resumed_from=offset)
         finally:
+            _drain_small(resp)
             resp.release_conn()
 
     def _open(self, url: str, headers: dict):
@@ -287,6 +290,17 @@ class HttpFetcher:
         body = b"".join(chunks) if start == 0 else None
         return FetchOutcome("ok", http_status=status, received=received, resumed_from=start, url=url,
                             body=body)
+
+
+def _drain_small(resp) -> None:
+    """Read the rest of a small unread body (an error page) so the connection can be
+    kept alive; a large or broken one is left, and urllib3 reconnects next time."""
+    length = resp.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) <= DRAIN_LIMIT:
+        try:
+            resp.drain_conn()
+        except Urllib3Error:
+            pass
 
 
 class _Refused(Exception):

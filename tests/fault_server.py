@@ -146,7 +146,8 @@ def _make_handler(server: FaultServer):
                 return self._status_only(302, {"Location": fault.redirect_to})
             if fault and fault.status:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                return self._status_only(fault.status, headers, b"error")
+                # An error page of realistic size (more than a socket read buffers).
+                return self._status_only(fault.status, headers, b"<p>error</p>" * 2000)
             if fault and fault.html:
                 page = b"<html><body>Sorry, this photo moved.</body></html>"
                 return self._status_only(200, {"Content-Type": "text/html; charset=utf-8"}, page)
@@ -185,7 +186,7 @@ def _make_handler(server: FaultServer):
                     piece = chunk[sent:min(limit, sent + step)]
                     self.wfile.write(piece)
                     sent += len(piece)
-                    if fault and fault.trickle:
+                    if fault and fault.trickle and sent < limit:
                         self.wfile.flush()
                         time.sleep(fault.trickle)
             except (BrokenPipeError, ConnectionResetError):

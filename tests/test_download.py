@@ -282,3 +282,12 @@ def test_download_refuses_a_folder_another_run_is_writing(server, tmp_path):
         res = CliRunner().invoke(app, ["download", "--images", str(split_file), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "another build or download is running" in str(res.exception)
     assert not server.log
+
+
+def test_error_pages_keep_the_connection_alive(server, tmp_path):
+    recs = serve(server, range(1, 9))
+    for i in range(1, 9, 2):
+        server.faults[f"/VG_100K/{i}.jpg"] = Fault(status=404)
+    counts, _ = fetch(tmp_path, recs, "images.workers=1")
+    assert counts == {"ok": 4, "failed": 4}
+    assert len({e.client_port for e in server.log}) == 1  # 8 requests, one connection
