@@ -102,11 +102,20 @@ def test_retry_after_is_honoured(server, tmp_path, status):
 def test_server_errors_back_off_exponentially_then_succeed(server, tmp_path):
     recs = serve(server, [1])
     server.faults["/VG_100K/1.jpg"] = Fault(status=500, times=2)
-    counts, ledger = fetch(tmp_path, recs, "images.backoff_base=0.2", "images.backoff_max=5")
-    assert counts == {"ok": 1} and ledger[1]["attempts"] == 3
-    # Full jitter: each wait is uniform in [0, 0.2 * 2^(n-1)], so bounded above.
-    gaps = np.diff([e.at for e in server.log])
-    assert gaps[0] <= 0.3 and gaps[1] <= 0.5
+    counts, ledger = fetch(tmp_path, recs)
+    assert counts == {"ok": 1} and ledger[1]["attempts"] == 3 and len(server.log) == 3
+
+
+def test_backoff_is_exponential_with_full_jitter(tmp_path):
+    from tasks.downloader import Acquirer
+    from tasks.image_sources import DirSource
+
+    cfg = load_config(None, ["images.backoff_base=1", "images.backoff_max=30"], tmp_path)
+    acq = Acquirer(DirSource(tmp_path), cfg.images_dir, cfg.images)
+    for attempts, cap in [(1, 1), (2, 2), (3, 4), (5, 16), (9, 30)]:
+        waits = np.array([acq.backoff(attempts) for _ in range(4000)])
+        assert waits.min() >= 0 and waits.max() <= cap
+        assert abs(waits.mean() - cap / 2) < 0.05 * cap  # uniform on [0, cap]
 
 
 def test_transient_failures_wait_for_the_next_run_then_give_up(server, tmp_path):
