@@ -18,8 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console()
 
 
-def download(images: Path = typer.Option(..., "--images", exists=True, dir_okay=False,
-                                         help="image_data_split.json"),
+def download(images: Optional[Path] = typer.Option(
+                 None, "--images", exists=True, dir_okay=False,
+                 help="image_data_split.json (default: the config's, fetched if missing)"),
              out: Path = typer.Option(..., "--out", "-o", help="output folder (images go to OUT/images)"),
              config: Optional[Path] = typer.Option(None, "--config", "-c", exists=True, dir_okay=False,
                                                    help="run config for the images.* settings"),
@@ -41,6 +42,14 @@ def download(images: Path = typer.Option(..., "--images", exists=True, dir_okay=
     if source is not None:
         overrides.insert(0, f"images.source={source}")
     cfg = load_config(config, overrides, out)
+    if images is None:
+        if config is None:
+            raise typer.BadParameter("give --images, or a --config whose annotations say where "
+                                     "image_data_split.json is (or comes from)")
+        from tasks.annotation_fetch import ensure_files
+
+        ensure_files(cfg.annotations, ["image_data_split.json"], cfg.images)
+        images = cfg.annotations.dir / "image_data_split.json"
     wanted = splits.split(",") if splits else None
     total = sum(1 for _ in iter_json_array(images))  # a cheap streaming pass, for the bar
     rejected: list[tuple[str, str]] = []

@@ -300,3 +300,22 @@ def test_error_pages_keep_the_connection_alive(server, tmp_path):
     counts, _ = fetch(tmp_path, recs, "images.workers=1")
     assert counts == {"ok": 4, "failed": 4}
     assert len({e.client_port for e in server.log}) == 1  # 8 requests, one connection
+
+
+def test_cli_download_fetches_the_split_file_named_by_the_config(server, tmp_path):
+    import hashlib
+
+    recs = serve(server, [1, 2])
+    body = json.dumps(recs).encode()
+    url = server.put("/ann/image_data_split.json", body, content_type="application/json")
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({
+        "annotations": {"dir": str(tmp_path / "ann"), "sources": {
+            "image_data_split.json": {"url": url, "sha256": hashlib.sha256(body).hexdigest()}}},
+        "images": {"source": "http"}}))
+    res = CliRunner().invoke(app, ["download", "--config", str(config), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ann" / "image_data_split.json").read_bytes() == body
+    assert_same_bytes(tmp_path / "o", server, [1, 2])
+    res = CliRunner().invoke(app, ["download", "--out", str(tmp_path / "o2")])
+    assert res.exit_code != 0 and "give --images" in res.output
