@@ -29,6 +29,8 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 CHUNK = 1 << 16
+# Bodies up to this size are also handed back in memory (images are far smaller).
+KEEP_BODY = 64 * 2**20
 # Unread error bodies up to this size are drained to keep the connection alive.
 DRAIN_LIMIT = 1 << 16
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -265,7 +267,9 @@ class HttpFetcher:
         # Keyed by the URL asked for (the record's), not where redirects ended.
         _write_meta(part, {"url": asked, "validator": validator, "total": total})
         received = 0
-        chunks: list[bytes] = []  # kept too (start 0), so the caller need not read back
+        # Kept in memory too (from byte 0, up to KEEP_BODY), so the caller can verify
+        # and hash without reading the file back; a 344 MB annotation file is not kept.
+        chunks: list[bytes] | None = [] if start == 0 else None
         with open(part, "r+b" if start else "wb") as f:
             f.seek(start)
             f.truncate()
@@ -279,15 +283,17 @@ class HttpFetcher:
                     discard_partial(part)
                     return FetchOutcome("permanent", f"too large: over {s.max_bytes} bytes", status,
                                         url=url)
-                if start == 0:
+                if chunks is not None:
                     chunks.append(chunk)
+                    if received > KEEP_BODY:
+                        chunks = None
         size = start + received
         if total is not None and size != total:
             return FetchOutcome("transient", f"truncated: {size} of {total} bytes", status, url=url,
                                 received=received, resumed_from=start)
         if total is None:  # length unknown until now: record it so a kill cannot refetch
             _write_meta(part, {"url": asked, "validator": validator, "total": size})
-        body = b"".join(chunks) if start == 0 else None
+        body = b"".join(chunks) if chunks is not None else None
         return FetchOutcome("ok", http_status=status, received=received, resumed_from=start, url=url,
                             body=body)
 

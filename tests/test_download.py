@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -303,8 +304,6 @@ def test_error_pages_keep_the_connection_alive(server, tmp_path):
 
 
 def test_cli_download_fetches_the_split_file_named_by_the_config(server, tmp_path):
-    import hashlib
-
     recs = serve(server, [1, 2])
     body = json.dumps(recs).encode()
     url = server.put("/ann/image_data_split.json", body, content_type="application/json")
@@ -319,3 +318,15 @@ def test_cli_download_fetches_the_split_file_named_by_the_config(server, tmp_pat
     assert_same_bytes(tmp_path / "o", server, [1, 2])
     res = CliRunner().invoke(app, ["download", "--out", str(tmp_path / "o2")])
     assert res.exit_code != 0 and "give --images" in res.output
+
+
+def test_large_bodies_are_verified_from_disk_not_memory(server, tmp_path, monkeypatch):
+    from tasks import http_fetch
+
+    monkeypatch.setattr(http_fetch, "KEEP_BODY", 1000)
+    url = server.put("/big.jpg", photo_jpeg(5))
+    outcome = http_fetch.HttpFetcher().fetch(url, tmp_path / "big.part")
+    assert outcome.kind == "ok" and outcome.body is None
+    assert (tmp_path / "big.part").read_bytes() == photo_jpeg(5)
+    counts, ledger = fetch(tmp_path / "o", serve(server, [7]))
+    assert counts == {"ok": 1} and ledger[7]["sha256"] == hashlib.sha256(photo_jpeg(7)).hexdigest()
