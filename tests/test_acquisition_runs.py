@@ -127,8 +127,9 @@ def test_scheduled_build_waits_for_unsettled_images(prefect_server, sample_datas
     with FaultServer() as server:
         ann = _served_sample(tmp_path, server)
         server.faults["/VG_100K/9100006.jpg"] = Fault(status=503, retry_after="0")
+        # Two download processes: the flow drives worker processes as the nightly config does.
         over = [f"annotations.dir={ann}", "images.source=http", "images.attempts_per_run=1",
-                "images.backoff_base=0.01"]
+                "images.backoff_base=0.01", "images.processes=2"]
         out = tmp_path / "out"
 
         first = build(out, *over)
