@@ -55,8 +55,9 @@ def download(images: Optional[Path] = typer.Option(
     rejected: list[tuple[str, str]] = []
     records = iter_image_records(images, wanted, rejected)
     started = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
+    with exclusive(cfg.out_dir), Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("images", total=total, rate="")
 
         def progress(done: int, counts: Counter) -> None:
@@ -64,16 +65,15 @@ def download(images: Optional[Path] = typer.Option(
             bar.update(task, completed=done + len(rejected), rate=f"{rate:.0f}/s",
                        description=" ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "images")
 
-        with exclusive(cfg.out_dir):
-            counts = acquire_records(cfg, records, progress)
+        counts = acquire_records(cfg, records, progress)
         bar.update(task, completed=total)
-    # Bad records are counted skips in the ledger, once each.
-    known = invalid_records(cfg.images_dir)
-    with LedgerWriter(cfg.images_dir) as writer:
-        for where, reason in rejected:
-            if known.get(where, {}).get("error") != reason:
-                writer.append({"record": where, "status": INVALID, "error": reason,
-                               "time": time.time()})
+        # Bad records are counted skips in the ledger, once each.
+        known = invalid_records(cfg.images_dir)
+        with LedgerWriter(cfg.images_dir) as writer:
+            for where, reason in rejected:
+                if known.get(where, {}).get("error") != reason:
+                    writer.append({"record": where, "status": INVALID, "error": reason,
+                                   "time": time.time()})
     if rejected:
         counts["invalid_record"] = len(rejected)
     console.print(f"[bold]{cfg.images_dir}[/]: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
