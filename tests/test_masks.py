@@ -105,3 +105,26 @@ def test_coco_rule_area_tracks_polygon_area_on_sample_tasks():
         coco = polygons_to_mask([[task["Polygons"][0][0]]], rec["width"], rec["height"], rule="coco")
         official = polygons_to_mask([[task["Polygons"][0][0]]], rec["width"], rec["height"])
         assert abs(coco.sum() - shoelace) <= abs(official.sum() - shoelace)
+
+
+def test_coverage_rule_agrees_with_opencv_area_when_shrinking():
+    """The summed-area-table coverage equals OpenCV's INTER_AREA coverage (an independent
+    implementation of the same rule) on random polygons, pixel for pixel."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        w, h = (int(v) for v in rng.integers(257, 1000, 2))
+        polygon = (rng.uniform(-0.05, 1.05, (int(rng.integers(3, 12)), 2)) * [w, h]).tolist()
+        full = polygons_to_mask([[polygon]], w, h)
+        ours = resize_mask(full, 256, 256)
+        theirs = cv2.resize(full.astype(np.float32), (256, 256), interpolation=cv2.INTER_AREA) >= 0.5
+        assert np.array_equal(ours, theirs)
+
+
+def test_coverage_rule_when_enlarging_is_exact_area():
+    full = np.zeros((3, 3), bool)
+    full[1, 1] = True
+    big = resize_mask(full, 9, 9)  # each source pixel covers a 3x3 block exactly
+    assert big.sum() == 9 and big[3:6, 3:6].all()
+    assert resize_mask(full, 6, 6, threshold=0.5).sum() == 4
