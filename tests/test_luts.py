@@ -75,3 +75,23 @@ def test_library_is_distinct_and_versioned(photo):
     assert len(set(outs.values())) == len(outs)  # every look differs
     assert all(np.isfinite(v.table).all() for v in lib.values())
     assert library_version(lib) == library_version(dict(lib))
+
+
+def test_fused_composite_equals_separate_passes(photo):
+    """One pass over the pixels gives exactly what full passes and a mask select give."""
+    from tasks.lut_kernels import apply_u8, composite_u8
+
+    lib = build_library()
+    ids = sorted(lib)
+    rng = np.random.default_rng(3)
+    px = photo.reshape(-1, 3)
+    for _ in range(12):
+        mask = rng.random(photo.shape[:2]) < rng.uniform(0.05, 0.6)
+        a, b = lib[ids[rng.integers(len(ids))]], lib[ids[rng.integers(len(ids))]]
+        full_a, full_b = apply_u8(px, a).reshape(photo.shape), apply_u8(px, b).reshape(photo.shape)
+        target, comp = composite_u8(photo, mask, a, b)
+        assert np.array_equal(target, full_b)
+        assert np.array_equal(comp, np.where(mask[..., None], full_a, full_b))
+        target, comp = composite_u8(photo, mask, a)
+        assert np.array_equal(target, photo)
+        assert np.array_equal(comp, np.where(mask[..., None], full_a, photo))
