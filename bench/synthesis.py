@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas.config import SAMPLE_ANNOTATIONS, SynthesisConfig  # noqa: E402
+from schemas.config import SAMPLE_ANNOTATIONS, MaskConfig, SynthesisConfig  # noqa: E402
 from tasks.composite import sample_seed, synthesize  # noqa: E402
 from tasks.images import decode_resized  # noqa: E402
-from tasks.masks import polygons_to_mask, resize_mask  # noqa: E402
+from tasks.masks import stored_mask  # noqa: E402
 from tasks.samples import encode_jpeg, encode_mask_png  # noqa: E402
 
 
@@ -62,6 +62,7 @@ def main() -> None:
     images, tasks, data = load_inputs(Path(tempfile.mkdtemp(prefix="ph-synth-")))
     cv2.setNumThreads(1)  # per core: OpenCV would otherwise use both
     luts = LutsConfig().library()  # the looks composites draw from (default config)
+    masks = MaskConfig()
     size, q = 256, 95
     rejections: Counter = Counter()
 
@@ -76,8 +77,7 @@ def main() -> None:
 
         def fn(k, task, rec, jpeg):
             img, _ = decode_resized(jpeg, size)
-            mask = resize_mask(polygons_to_mask(task["Polygons"], rec["width"], rec["height"]),
-                               size, size)
+            mask = stored_mask(task["Polygons"], rec["width"], rec["height"], size, masks)
             rng = np.random.default_rng(sample_seed(0, f"{task['task_id']}#{k}"))
             out = synthesize(img, mask, cfg, rng, luts, None, rejections)
             if not isinstance(out, str):

@@ -9,12 +9,11 @@ resumable HTTP client. A file lands under its final name only after its sha256 m
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 
 from tasks.files import sha256_file
-from tasks.http_fetch import FetchSettings, HttpFetcher, discard_partial
+from tasks.http_fetch import HttpFetcher, backoff_delay, discard_partial, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +72,8 @@ def _fetch_gdrive(url: str, part: Path) -> None:
 
 
 def _fetch_url(url: str, part: Path, policy) -> None:
-    h = policy.http
-    # Annotation files are hundreds of MB: no image size cap here.
-    fetcher = HttpFetcher(FetchSettings(workers=1, per_host_rate=h.per_host_rate,
-                                        connect_timeout=h.connect_timeout,
-                                        read_timeout=h.read_timeout, max_bytes=2**40,
-                                        max_redirects=h.max_redirects,
-                                        max_retry_after=h.max_retry_after,
-                                        user_agent=h.user_agent,
-                                        reject_types=("text/html",)))
+    # Annotation files are hundreds of MB (no image size cap) and JSON (not refused).
+    fetcher = HttpFetcher(settings_for(policy, workers=1, max_bytes=2**40, reject_types=("text/html",)))
     try:
         for attempt in range(1, policy.attempts_per_run + 1):
             outcome = fetcher.fetch(url, part)
@@ -90,7 +82,6 @@ def _fetch_url(url: str, part: Path, policy) -> None:
             if outcome.kind == "permanent" or attempt == policy.attempts_per_run:
                 raise FetchError(f"{url}: {outcome.error} (after {attempt} attempts)")
             if outcome.retry_after is None:
-                cap = min(policy.backoff_max, policy.backoff_base * 2 ** (attempt - 1))
-                time.sleep(random.uniform(0, cap))
+                time.sleep(backoff_delay(attempt, policy.backoff_base, policy.backoff_max))
     finally:
         fetcher.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import multiprocessing
-import random
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -32,9 +31,9 @@ from PIL import Image
 from schemas.records import LedgerRow
 from tasks import ledger as L
 from tasks.files import sha256_file
-from tasks.http_fetch import FetchSettings, discard_partial
+from tasks.http_fetch import backoff_delay, discard_partial, settings_for
 from tasks.image_sources import DirSource, HttpSource, ZipSource
-from tasks.ledger import LedgerWriter, read_ledger
+from tasks.ledger import LedgerWriter
 
 PARTIAL_DIR = "_partial"
 Progress = Callable[[int, Counter], None]
@@ -137,9 +136,7 @@ class Acquirer:
                 "error": outcome.error + (" (gave up)" if gave_up else "")}
 
     def backoff(self, attempts: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2^(attempts-1))]."""
-        cap = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempts - 1))
-        return random.uniform(0, cap)
+        return backoff_delay(attempts, self.policy.backoff_base, self.policy.backoff_max)
 
     @staticmethod
     def _ok(row, dest: Path, checked, attempts: int, found: bool = False,
@@ -161,8 +158,7 @@ class Acquirer:
         core. The ledger is written here only, in completion order."""
         self.counts: Counter = Counter()
         self.done = 0
-        previous = read_ledger(self.images_dir)
-        L.compact(self.images_dir)
+        previous = L.read_and_compact(self.images_dir)
         pool, run_batch, batch_size, max_inflight = self._executor(cfg)
         with LedgerWriter(self.images_dir) as writer, pool:
             try:
@@ -266,15 +262,7 @@ def make_source(cfg):
         return DirSource(Path(images.dir))
     if images.source == "zip":
         return ZipSource(tuple(images.zips))
-    return HttpSource(fetch_settings(images))
-
-
-def fetch_settings(images) -> FetchSettings:
-    h = images.http
-    return FetchSettings(workers=images.workers, per_host_rate=h.per_host_rate,
-                         connect_timeout=h.connect_timeout, read_timeout=h.read_timeout,
-                         max_bytes=h.max_bytes, max_redirects=h.max_redirects,
-                         max_retry_after=h.max_retry_after, user_agent=h.user_agent)
+    return HttpSource(settings_for(images))
 
 
 def acquire_records(cfg, records: Iterable[dict[str, Any]], progress: Progress | None = None) -> Counter:

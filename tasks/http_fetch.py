@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import random
 import re
 import threading
 import time
@@ -55,6 +56,20 @@ class FetchSettings:
     reject_types: tuple[str, ...] = ("text/", "application/json", "application/xml")
 
 
+def settings_for(images, **changes) -> FetchSettings:
+    """FetchSettings from the run config's ``images`` section (``changes`` on top)."""
+    h = images.http
+    return FetchSettings(**{**dict(
+        workers=images.workers, per_host_rate=h.per_host_rate, connect_timeout=h.connect_timeout,
+        read_timeout=h.read_timeout, max_bytes=h.max_bytes, max_redirects=h.max_redirects,
+        max_retry_after=h.max_retry_after, user_agent=h.user_agent), **changes})
+
+
+def backoff_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempts-1))]."""
+    return random.uniform(0, min(cap, base * 2 ** (attempts - 1)))
+
+
 @dataclass
 class FetchOutcome:
     """One attempt. ``kind``: ok (the part file is the whole body), transient (try again
@@ -62,10 +77,8 @@ class FetchOutcome:
     kind: str
     error: str = ""
     http_status: int | None = None
-    received: int = 0          # bytes written in this attempt
     resumed_from: int = 0      # bytes already in the part file when it started
     retry_after: float | None = None
-    url: str = ""              # final URL after redirects
     body: bytes | None = None  # the whole file (also in the part file) when this attempt
                                # fetched all of it: verified and hashed from memory
 
@@ -177,11 +190,11 @@ class HttpFetcher:
         """One attempt to complete ``part`` with the body of ``url``."""
         refused = check_scheme(url)
         if refused:
-            return FetchOutcome("permanent", refused, url=url)
+            return FetchOutcome("permanent", refused)
         offset, meta = self.partial_state(url, part)
         if meta and meta.get("total") is not None and offset == meta["total"]:
             # Complete before a kill, not yet verified: never fetch it again.
-            return FetchOutcome("ok", resumed_from=offset, url=url)
+            return FetchOutcome("ok", resumed_from=offset)
         headers = {}
         if offset and meta and meta.get("validator"):
             headers = {"Range": f"bytes={offset}-", "If-Range": meta["validator"]}
@@ -191,14 +204,13 @@ class HttpFetcher:
         try:
             resp, final_url = self._open(url, headers)
         except _Refused as exc:
-            return FetchOutcome("permanent", str(exc), url=url)
+            return FetchOutcome("permanent", str(exc))
         except Urllib3Error as exc:
-            return FetchOutcome("transient", _describe(exc), url=url)
+            return FetchOutcome("transient", _describe(exc))
         try:
             return self._receive(resp, url, final_url, part, offset, meta)
         except Urllib3Error as exc:  # reset, timeout or short body mid-stream: keep bytes
-            return FetchOutcome("transient", _describe(exc), resp.status, url=final_url,
-                                resumed_from=offset)
+            return FetchOutcome("transient", _describe(exc), resp.status, resumed_from=offset)
         finally:
             _drain_small(resp)
             resp.release_conn()
@@ -213,7 +225,7 @@ class HttpFetcher:
             if resp.status not in REDIRECTS:
                 return resp, url
             location = resp.headers.get("Location")
-            resp.drain_conn()
+            _drain_small(resp)
             resp.release_conn()
             if not location:
                 raise _Refused(f"HTTP {resp.status} without Location")
@@ -233,18 +245,18 @@ class HttpFetcher:
             if wait is not None:
                 wait = min(wait, s.max_retry_after)
                 self.pacer.pause(host, wait)
-            return FetchOutcome("transient", f"HTTP {status}", status, retry_after=wait, url=url,
+            return FetchOutcome("transient", f"HTTP {status}", status, retry_after=wait,
                                 resumed_from=offset)
         if status == 416 and offset:
             discard_partial(part)  # our partial is not a prefix of what is there now
-            return FetchOutcome("transient", "HTTP 416 for a resume: starting over", status, url=url)
+            return FetchOutcome("transient", "HTTP 416 for a resume: starting over", status)
         if status in PERMANENT_STATUS:
-            return FetchOutcome("permanent", f"HTTP {status}", status, url=url)
+            return FetchOutcome("permanent", f"HTTP {status}", status)
         if status not in (200, 206):
-            return FetchOutcome("transient", f"HTTP {status}", status, url=url, resumed_from=offset)
+            return FetchOutcome("transient", f"HTTP {status}", status, resumed_from=offset)
         ctype = (resp.headers.get("Content-Type") or "").lower()
         if ctype.startswith(s.reject_types):
-            return FetchOutcome("permanent", f"not an image (Content-Type {ctype})", status, url=url)
+            return FetchOutcome("permanent", f"not an image (Content-Type {ctype})", status)
 
         validator = _validator(resp.headers)
         length = resp.headers.get("Content-Length")
@@ -256,14 +268,13 @@ class HttpFetcher:
             if not offset or not m or int(m.group(1)) != offset or changed:
                 discard_partial(part)  # a range we did not ask for, or another file
                 why = "file changed between attempts" if changed else "unexpected Content-Range"
-                return FetchOutcome("transient", f"{why}: starting over", status, url=url)
+                return FetchOutcome("transient", f"{why}: starting over", status)
             start = offset
             total = int(m.group(3)) if m.group(3) != "*" else None
         # 200: the whole body, whatever we had (server ignored Range, or If-Range failed).
         if total is not None and total > s.max_bytes:
             discard_partial(part)
-            return FetchOutcome("permanent", f"too large: {total} bytes > {s.max_bytes}", status,
-                                url=url)
+            return FetchOutcome("permanent", f"too large: {total} bytes > {s.max_bytes}", status)
         # Keyed by the URL asked for (the record's), not where redirects ended.
         _write_meta(part, {"url": asked, "validator": validator, "total": total})
         received = 0
@@ -281,21 +292,19 @@ class HttpFetcher:
                 if start + received > s.max_bytes:
                     f.close()
                     discard_partial(part)
-                    return FetchOutcome("permanent", f"too large: over {s.max_bytes} bytes", status,
-                                        url=url)
+                    return FetchOutcome("permanent", f"too large: over {s.max_bytes} bytes", status)
                 if chunks is not None:
                     chunks.append(chunk)
                     if received > KEEP_BODY:
                         chunks = None
         size = start + received
         if total is not None and size != total:
-            return FetchOutcome("transient", f"truncated: {size} of {total} bytes", status, url=url,
-                                received=received, resumed_from=start)
+            return FetchOutcome("transient", f"truncated: {size} of {total} bytes", status,
+                                resumed_from=start)
         if total is None:  # length unknown until now: record it so a kill cannot refetch
             _write_meta(part, {"url": asked, "validator": validator, "total": size})
         body = b"".join(chunks) if chunks is not None else None
-        return FetchOutcome("ok", http_status=status, received=received, resumed_from=start, url=url,
-                            body=body)
+        return FetchOutcome("ok", http_status=status, resumed_from=start, body=body)
 
 
 def _drain_small(resp) -> None:

@@ -42,7 +42,7 @@ class DirSource:
         if src is None:
             return FetchOutcome("missing", f"no {rec['image_id']}.jpg under {self.root}")
         shutil.copyfile(src, part)
-        return FetchOutcome("ok", received=part.stat().st_size)
+        return FetchOutcome("ok")
 
     def close(self) -> None:
         pass
@@ -84,7 +84,7 @@ class ZipSource:
         except (zipfile.BadZipFile, OSError, EOFError) as exc:  # CRC error, truncated member
             part.unlink(missing_ok=True)
             return FetchOutcome("corrupt", f"{self.paths[z].name}:{member}: {exc}")
-        return FetchOutcome("ok", received=part.stat().st_size)
+        return FetchOutcome("ok")
 
     def close(self) -> None:
         for zf in self._zips:

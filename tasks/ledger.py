@@ -101,25 +101,23 @@ def _repair_tail(path: Path) -> None:
                 f.write(b"\n")
 
 
-def compact(images_dir: Path) -> bool:
-    """Rewrite the ledger with only the latest row per image (and per invalid record)
-    when attempts have made it more than twice that long. Atomic: temp file + rename."""
+def read_and_compact(images_dir: Path) -> dict[int, LedgerRow]:
+    """Read the ledger once: rewrite it with only the latest row per image (and per
+    invalid record) when attempts have made it more than twice that long (atomic: temp
+    file + rename), and return the latest row per image, as ``read_ledger`` does."""
     path = images_dir / LEDGER_NAME
-    if not path.exists():
-        return False
     latest: dict[Any, dict[str, Any]] = {}
     lines = 0
     for row in _lines(path):
         lines += 1
         key = row.get("image_id") if isinstance(row.get("image_id"), int) else row.get("record")
         latest[key] = row
-    if lines <= 2 * max(len(latest), 1):
-        return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in latest.values():
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return True
+    if lines > 2 * max(len(latest), 1):
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in latest.values():
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    return {k: v for k, v in latest.items() if isinstance(k, int)}

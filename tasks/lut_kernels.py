@@ -127,11 +127,10 @@ def composite_u8(img: np.ndarray, mask: np.ndarray, lut_a, lut_b=None,
     px = np.ascontiguousarray(img).reshape(-1, 3)
     flat_mask = np.ascontiguousarray(mask).reshape(-1)
     pair = lut_b is not None
-    off_a, frac_a = lut_a.positions
-    off_b, frac_b = (lut_b or lut_a).positions
+    b = lut_b if pair else lut_a  # unused by the kernel without a pair
+    (off_a, frac_a), (off_b, frac_b) = lut_a.positions, b.positions
     target = np.empty_like(px) if pair else px
     comp = np.empty_like(px)
     _composite(px, flat_mask, off_a, frac_a, lut_a.flat_table, lut_a.size, off_b, frac_b,
-               (lut_b or lut_a).flat_table, (lut_b or lut_a).size, pair, target, comp,
-               np.float32(strength))
+               b.flat_table, b.size, pair, target, comp, np.float32(strength))
     return target.reshape(img.shape), comp.reshape(img.shape)

@@ -163,10 +163,12 @@ def _make_handler(server: FaultServer):
                 start = int(rng.split("=")[1].split("-")[0])
                 if start >= len(body):
                     return self._status_only(416, {"Content-Range": f"bytes */{len(body)}"})
-                self.send_response(206)
+                status = 206
+                self.send_response(status)
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             else:
-                self.send_response(200)
+                status = 200
+                self.send_response(status)
             chunk = body[start:]
             self.send_header("Content-Type", served.content_type)
             self.send_header("Content-Length", str(len(chunk)))
@@ -190,10 +192,9 @@ def _make_handler(server: FaultServer):
                         self.wfile.flush()
                         time.sleep(fault.trickle)
             except (BrokenPipeError, ConnectionResetError):
-                self._record(self.send_response_status(), sent, False)
+                self._record(status, sent, False)
                 self.close_connection = True
                 return
-            status = 206 if start else 200
             self._record(status, sent, start == 0 and sent == len(body))
             if sent < len(chunk):
                 self.wfile.flush()
@@ -201,8 +202,5 @@ def _make_handler(server: FaultServer):
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                                b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 self.close_connection = True
-
-        def send_response_status(self) -> int:
-            return 206 if self.headers.get("Range") else 200
 
     return Handler
