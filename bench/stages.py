@@ -80,13 +80,13 @@ def run_stage(stage: str, cfg_args: dict) -> dict:
         t0 = time.perf_counter()
         extra["counts"] = dict(acquire_records(cfg, list(images.values())))
     elif stage == "shards":
-        from tasks.annotations import ingest, read_annotation_table
+        from tasks.annotations import ingest
+        from tasks.build_state import shard_state
         from tasks.ledger import read_ledger
-        from tasks.shards import build_shard, plan_shards
+        from tasks.shards import build_shard
         ingest(cfg)
         ledger = read_ledger(cfg.images_dir)
-        specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg.shards.images_per_shard)
-        cfg.luts.library()  # LUT generation is per process, not per shard
+        specs = shard_state(cfg, ledger).specs  # (also builds the LUT library: once per process)
         t0 = time.perf_counter()
         markers = [build_shard(cfg, s, ledger) for s in specs]
         extra.update(rows=sum(m["rows"] for m in markers), shards=len(specs),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -46,28 +47,52 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
           set_: list[str] = typer.Option([], "--set", help="override, e.g. runner.kind=processes"),
           verify: bool = typer.Option(False, help="re-hash finished shards before trusting them")):
-    """Run the build-dataset flow locally and say where the results are."""
-    from flows.build_dataset import PROGRESS_LOG, build_dataset
+    """Run the build-dataset flow and say where the results are.
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
-        bar = progress.add_task("shards", total=None)
-        handler = _ShardProgress(progress, bar)
-        PROGRESS_LOG.addHandler(handler)
-        PROGRESS_LOG.setLevel(logging.INFO)
-        try:
-            summary = build_dataset(config=str(config), out_dir=str(out) if out else None,
-                                    overrides=list(set_), verify=verify)
-        finally:
-            PROGRESS_LOG.removeHandler(handler)
+    The config is checked first; a dataset that is already complete and current is
+    reported without starting Prefect. Otherwise the flow runs against PREFECT_API_URL,
+    or a temporary local server when that is not set."""
+    from flows.local_server import prefect_api
+    from schemas.config import load_config
+    from tasks.build_state import finished_summary
+
+    cfg = load_config(config, list(set_), out)
+    cfg = cfg.model_copy(update={"out_dir": cfg.out_dir.resolve()})
+    summary = None if verify else finished_summary(cfg)
+    if summary is not None:
+        _print_done(summary, "all shards current: nothing to build")
+        return
+    with prefect_api():
+        from flows.build_dataset import PROGRESS_LOG, build_dataset
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+            bar = progress.add_task("shards", total=None)
+            handler = _ShardProgress(progress, bar)
+            PROGRESS_LOG.addHandler(handler)
+            PROGRESS_LOG.setLevel(logging.INFO)
+            try:
+                state = build_dataset(config=str(config), out_dir=str(cfg.out_dir),
+                                      overrides=list(set_), verify=verify, return_state=True)
+            finally:
+                PROGRESS_LOG.removeHandler(handler)
+    if state.is_cancelled():
+        console.print(f"[yellow]stopped[/]: {state.message}")
+        raise typer.Exit(130)
+    summary = state.result()  # raises what failed the run (a UserError prints as one line)
     if not summary["complete"]:
         console.print(f"[yellow]not complete[/]: {summary['built']} shards built this run, "
                       f"{summary['waiting']} wait for images to be retried (images: {summary['images']})")
         return
-    console.print(f"[bold green]done[/]: {summary['rows']} rows in {summary['shards']} shards "
-                  f"({summary['built']} built this run)")
-    for key in ("out_dir", "manifest", "card", "preview"):
-        console.print(f"  {key:9s} {summary[key]}")
+    _print_done(summary, f"{summary['built']} built this run")
+
+
+def _print_done(summary: dict, note: str) -> None:
+    console.print(f"[bold green]done[/]: {summary['rows']} rows in {summary['shards']} shards ({note})")
+    base = Path(summary["out_dir"])
+    console.print(f"  {'out_dir':9s} {base}")
+    for key in ("manifest", "card", "preview"):
+        console.print(f"  {key:9s} {Path(summary[key]).relative_to(base)}")
 
 
 @app.command()
@@ -114,7 +139,15 @@ app.add_typer(luts_app, name="luts")
 
 
 def main() -> None:
-    app()
+    """The CLI; an error the user can act on (bad config, busy folder, no manifest, a bad
+    annotation file) prints as one line and exits 2."""
+    from schemas.errors import UserError
+
+    try:
+        app()
+    except UserError as exc:
+        console.print(f"[red]error[/]: {exc}", soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from flows.lifecycle import die_with_parent
 from schemas.config import RunnerConfig
+
+
+def _process_worker_init(parent: int) -> None:
+    import tasks.shards
+
+    die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    tasks.shards.WORKER_PARENT = parent
 
 
 def make_task_runner(cfg: RunnerConfig) -> TaskRunner:
@@ -12,7 +24,8 @@ def make_task_runner(cfg: RunnerConfig) -> TaskRunner:
         # Bounded: an unbounded pool would start one thread per shard.
         return ThreadPoolTaskRunner(max_workers=cfg.max_workers or 4)
     if cfg.kind == "processes":
-        return ProcessPoolTaskRunner(max_workers=cfg.max_workers)
+        return ProcessPoolTaskRunner(max_workers=cfg.max_workers, initializer=_process_worker_init,
+                                     initargs=(os.getpid(),))
     from prefect_dask import DaskTaskRunner
 
     if cfg.dask_address:

@@ -7,13 +7,16 @@ output bytes, so it goes into every shard and the manifest.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_ANNOTATIONS = REPO_ROOT / "sample_data" / "VGPhraseCut_v0"
@@ -41,6 +44,20 @@ class RemoteFile(_Strict):
         return self
 
 
+class AnnotationLimits(_Strict):
+    # Bounds on one annotation record: past them the record is a counted skip, so no
+    # single record can crash the build or exhaust memory. Real VGPhraseCut records sit
+    # far inside every one.
+    # A task's deepest value (a point's coordinate) is 5 levels in; the JSON reader's
+    # memory grows with the square of the depth (30,000 levels took 2.2 GB).
+    max_depth: int = Field(8, ge=5, le=64)
+    # Real phrases are under ~100 characters; a 1 MB one broke the card and previews.
+    max_phrase_chars: int = Field(500, ge=16)
+    # Instances of one task, and polygon points of one task in all (rasterisation time).
+    max_instances: int = Field(1000, ge=1)
+    max_points: int = Field(100_000, ge=3)
+
+
 class AnnotationsConfig(_Strict):
     # Folder holding image_data_split.json and refer_<split>.json (official layout).
     dir: Path = SAMPLE_ANNOTATIONS
@@ -51,6 +68,7 @@ class AnnotationsConfig(_Strict):
     sources: dict[str, RemoteFile] = {}
     # Google Drive's download address for an id; a setting so mirrors (and tests) work.
     gdrive_url: str = "https://drive.google.com/uc?id={id}"
+    limits: AnnotationLimits = AnnotationLimits()
 
     @field_validator("splits")
     @classmethod
@@ -85,8 +103,9 @@ class ImagesConfig(_Strict):
     source: Literal["sample", "local", "zip", "http"] = "sample"
     dir: Path | None = None
     zips: tuple[Path, ...] = ()
-    # Refuse images above this many pixels before decoding them (decompression bombs).
-    max_pixels: int = 40_000_000
+    # Refuse images above this many pixels before decoding them (decompression bombs),
+    # and image records claiming more (masks are rasterised at the claimed size).
+    max_pixels: int = Field(40_000_000, ge=1, le=2**31 - 1)
     # Concurrent downloads (threads, one keep-alive connection each). I/O-bound: 2 cores
     # drive 32 connections; the per-host rate limit is what keeps servers happy.
     workers: int = Field(32, ge=1, le=512)
@@ -256,13 +275,17 @@ class RunConfig(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class ConfigError(UserError, ValueError):
+    """The config cannot be used; one line naming the file or override and the key."""
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override {key!r}: {part!r} is not a section")
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
     node[parts[-1]] = value
 
 
@@ -272,9 +295,53 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"override {item!r} is not of the form key.sub=value")
-        _set_dotted(out, key.strip(), yaml.safe_load(raw))
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).strip()
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
+        _set_dotted(out, key.strip(), value)
     return out
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at ``loc`` (a pydantic error location) inside ``model``."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        sub = getattr(field, "annotation", None) if field else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _has_path(data: dict[str, Any], loc: tuple) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def describe_errors(exc: ValidationError, overrides: dict[str, Any], where: str) -> str:
+    """One line per problem: the dotted key, what is wrong, where it came from, and for
+    an unknown key the closest valid one."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        source = "--set" if loc and _has_path(overrides, loc) else where
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(RunConfig, loc), n=1)
+            hint = (f"; did you mean {'.'.join(map(str, (*loc[:-1], close[0])))}?" if close
+                    else "")
+            problems.append(f"{source}: unknown key {key}{hint}")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}: {key}: {message}")
+    return "; ".join(problems)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -297,9 +364,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         try:
             loaded = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read config: {exc}") from exc
+            reason = str(getattr(exc, "problem", None) or getattr(exc, "strerror", None) or exc)
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(f"{path}: cannot read config{at}: {reason}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping")
+            raise ConfigError(f"{path}: a config must be a YAML mapping")
         data = loaded or {}
     extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     data = _merge(data, extra)
@@ -307,9 +377,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         data["out_dir"] = str(out_dir)
     try:
         cfg = RunConfig.model_validate(data)
-    except Exception as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ValueError(f"{where}invalid config:\n{exc}") from exc
+    except ValidationError as exc:
+        where = str(path) if path is not None else "config"
+        raise ConfigError(describe_errors(exc, extra, where)) from None
     return _anchor_paths(cfg)
 
 

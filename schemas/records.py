@@ -23,6 +23,8 @@ class LedgerRow(TypedDict, total=False):
     actual_width: int
     actual_height: int
     size_mismatch: bool    # decoded size differs from image_data_split.json's
+    exif_orientation: int  # the file's EXIF orientation tag when not 1 (never applied:
+                           # the polygons are in stored-pixel coordinates)
     error: str             # why it is not ok
     note: str              # e.g. a file verified after an interrupted run
 

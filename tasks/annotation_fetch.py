@@ -12,13 +12,14 @@ import logging
 import time
 from pathlib import Path
 
+from schemas.errors import UserError
 from tasks.files import sha256_file
 from tasks.http_fetch import HttpFetcher, backoff_delay, discard_partial, settings_for
 
 log = logging.getLogger(__name__)
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """An annotation file could not be fetched or did not match its sha256."""
 
 

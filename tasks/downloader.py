@@ -36,6 +36,7 @@ from tasks.image_sources import DirSource, HttpSource, ZipSource
 from tasks.ledger import LedgerWriter
 
 PARTIAL_DIR = "_partial"
+EXIF_ORIENTATION = 0x0112
 Progress = Callable[[int, Counter], None]
 
 
@@ -50,19 +51,51 @@ def verify_image(src: Path | bytes, expected: tuple[int, int], max_pixels: int) 
     The pixel count is checked from the header, before decoding (decompression bombs).
     JPEGs decode in libjpeg's DCT-scaled mode (1/8 size): every coefficient of every
     scan is still entropy-decoded, so truncation and corruption are caught, at about
-    half the cost of a full-size decode."""
+    half the cost of a full-size decode. An EXIF orientation is recorded, never applied
+    (the polygons are in stored-pixel coordinates)."""
     try:
         with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
             w, h = im.size
             if w * h > max_pixels:
                 return {"status": L.TOO_LARGE, "error": f"{w}x{h} exceeds {max_pixels} pixels"}
+            orientation = im.getexif().get(EXIF_ORIENTATION)
             if im.format == "JPEG":
                 im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
             im.load()
+    except Image.DecompressionBombError as exc:  # past PIL's own limit, before ours
+        return {"status": L.TOO_LARGE, "error": str(exc)[:300]}
     except Exception as exc:  # PIL raises many types for bad bytes
         return {"status": L.CORRUPT, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"status": L.OK, "actual_width": w, "actual_height": h,
-            "size_mismatch": (w, h) != tuple(expected)}
+    row = {"status": L.OK, "actual_width": w, "actual_height": h,
+           "size_mismatch": (w, h) != tuple(expected)}
+    if orientation not in (None, 1):
+        row["exif_orientation"] = int(orientation)
+    return row
+
+
+def needs_work(rec: dict[str, Any], prev: LedgerRow | None, images_dir: Path, source: str,
+               retry_failed: bool) -> str | None:
+    """None when the record's image is to be (re)acquired, else the count it goes under
+    (``already_ok``, ``already_failed``, ...)."""
+    dest = image_path(images_dir, rec["image_id"])
+    if prev is None:
+        return None
+    if prev["status"] == L.OK:
+        if dest.exists() and dest.stat().st_size == prev.get("bytes"):
+            return "already_ok"
+        return None  # deleted or damaged since: acquire again
+    if prev["status"] == L.RETRY or dest.exists():
+        return None
+    # A local folder or zip is cheap to look at again (the file may have arrived);
+    # a server that said 404 is not asked again unless the user says so.
+    if source != "http" or retry_failed:
+        return None
+    return f"already_{prev['status']}"
+
+
+def source_name(images_cfg) -> str:
+    """The ``name`` of the source ``make_source`` builds for this config."""
+    return {"sample": "local"}.get(images_cfg.source, images_cfg.source)
 
 
 class Acquirer:
@@ -79,20 +112,7 @@ class Acquirer:
     # -- deciding what to do ------------------------------------------------------------
     def needs_work(self, rec: dict[str, Any], prev: LedgerRow | None) -> str | None:
         """None to (re)acquire the image, else the count it goes under."""
-        dest = image_path(self.images_dir, rec["image_id"])
-        if prev is None:
-            return None
-        if prev["status"] == L.OK:
-            if dest.exists() and dest.stat().st_size == prev.get("bytes"):
-                return "already_ok"
-            return None  # deleted or damaged since: acquire again
-        if prev["status"] == L.RETRY or dest.exists():
-            return None
-        # A local folder or zip is cheap to look at again (the file may have arrived);
-        # a server that said 404 is not asked again unless the user says so.
-        if self.source.name != "http" or self.policy.retry_failed:
-            return None
-        return f"already_{prev['status']}"
+        return needs_work(rec, prev, self.images_dir, self.source.name, self.policy.retry_failed)
 
     # -- one image (runs in a worker thread) ---------------------------------------------
     def acquire_one(self, rec: dict[str, Any], prev: LedgerRow | None) -> LedgerRow:
@@ -103,12 +123,15 @@ class Acquirer:
         if "url" in rec:
             row["url"] = rec["url"]
         expected = (rec["width"], rec["height"])
+        part = self.partial_dir / f"{image_id}.part"
+        for path in (dest, part):  # a link planted there is not ours: never follow it
+            if path.is_symlink():
+                path.unlink()
         if dest.exists():  # renamed into place by a run killed before its ledger row
             checked = verify_image(dest, expected, self.policy.max_pixels)
             if checked["status"] == L.OK:
                 return self._ok(row, dest, checked, attempts=base_attempts, found=True)
             dest.unlink()
-        part = self.partial_dir / f"{image_id}.part"
         outcome = None
         for n in range(1, self.policy.attempts_per_run + 1):
             outcome = self.source.fetch(rec, part)

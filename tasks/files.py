@@ -6,9 +6,14 @@ import fcntl
 import hashlib
 import json
 import os
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from schemas.errors import UserError
+
+LOCK_NAME = ".lock"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -17,6 +22,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def open_nofollow(path: Path, mode: str = "wb"):
+    """``open`` for writing that never writes through a symbolic link: a link planted
+    at ``path`` is removed first, and O_NOFOLLOW refuses one planted in between.
+    ``mode``: "wb" (create or truncate) or "r+b" (an existing file)."""
+    path = Path(path)
+    if path.is_symlink():
+        path.unlink()
+    flags = {"wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "r+b": os.O_RDWR,
+             "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}[mode]
+    return os.fdopen(os.open(path, flags | os.O_NOFOLLOW, 0o644), mode)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> bool:
@@ -34,14 +51,37 @@ def write_json_atomic(path: Path, data: Any) -> bool:
     return write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
+class FolderBusy(UserError, RuntimeError):
+    """Another build or download holds the output folder."""
+
+
 @contextmanager
-def exclusive(out_dir: Path) -> Iterator[None]:
+def exclusive(out_dir: Path) -> Iterator[str]:
     """One writer per output folder at a time (a build, or a download): an advisory lock
-    on ``OUT/.lock`` that the OS drops when the process dies, however it dies."""
+    on ``OUT/.lock`` that the OS drops when the process dies, however it dies.
+
+    Yields this run's token, also written into the lock file: a worker checks it before
+    it publishes anything (``still_owner``), so a worker orphaned by a killed run can
+    never publish into a folder that a later run now owns."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as handle:
+    with open(out_dir / LOCK_NAME, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"{out_dir}: another build or download is running on this folder") from None
-        yield
+            raise FolderBusy(f"{out_dir}: another build or download is running on this folder") from None
+        token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        handle.seek(0)
+        handle.truncate()
+        handle.write(token)
+        handle.flush()
+        yield token
+
+
+def still_owner(out_dir: Path, token: str | None) -> bool:
+    """True while the run that issued ``token`` holds the folder (None: not checked)."""
+    if token is None:
+        return True
+    try:
+        return (out_dir / LOCK_NAME).read_text() == token
+    except OSError:
+        return False

@@ -29,6 +29,8 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from tasks.files import open_nofollow
+
 CHUNK = 1 << 16
 # Bodies up to this size are also handed back in memory (images are far smaller).
 KEEP_BODY = 64 * 2**20
@@ -143,7 +145,7 @@ def discard_partial(part: Path) -> None:
 def _write_meta(part: Path, meta: dict) -> None:
     # Not atomic on purpose (it is written per download): a torn file fails to parse,
     # and the partial is then discarded, which only costs a refetch.
-    with open(_meta_path(part), "w") as f:
+    with open_nofollow(_meta_path(part), "w") as f:
         json.dump(meta, f)
 
 
@@ -176,6 +178,9 @@ class HttpFetcher:
 
     def partial_state(self, url: str, part: Path) -> tuple[int, dict | None]:
         """(bytes we can resume from, their metadata); stale partials are discarded."""
+        if part.is_symlink() or _meta_path(part).is_symlink():
+            discard_partial(part)  # not ours: never read or written through
+            return 0, None
         try:
             size = part.stat().st_size
         except FileNotFoundError:
@@ -281,7 +286,7 @@ class HttpFetcher:
         # Kept in memory too (from byte 0, up to KEEP_BODY), so the caller can verify
         # and hash without reading the file back; a 344 MB annotation file is not kept.
         chunks: list[bytes] | None = [] if start == 0 else None
-        with open(part, "r+b" if start else "wb") as f:
+        with open_nofollow(part, "r+b" if start else "wb") as f:
             f.seek(start)
             f.truncate()
             # read1 returns what has arrived (up to CHUNK): on a reset or a kill, every

@@ -16,9 +16,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import UserError
+from tasks.files import open_nofollow
 from tasks.http_fetch import FetchOutcome, FetchSettings, HttpFetcher, check_scheme
 
 VG_SUBDIRS = ("", "VG_100K", "VG_100K_2")
+
+
+class SourceError(UserError, FileNotFoundError):
+    """The configured image folder or zip file is missing or unreadable."""
 _MEMBER = re.compile(r"(?:^|/)(\d+)\.jpg$", re.IGNORECASE)
 
 
@@ -27,7 +33,7 @@ class DirSource:
 
     def __init__(self, root: Path):
         if not Path(root).is_dir():
-            raise FileNotFoundError(f"{root}: image folder not found (images.dir)")
+            raise SourceError(f"{root}: image folder not found (images.dir)")
         self.root = Path(root)
 
     def find(self, image_id: int) -> Path | None:
@@ -41,7 +47,8 @@ class DirSource:
         src = self.find(rec["image_id"])
         if src is None:
             return FetchOutcome("missing", f"no {rec['image_id']}.jpg under {self.root}")
-        shutil.copyfile(src, part)
+        with open(src, "rb") as f, open_nofollow(part, "wb") as dst:
+            shutil.copyfileobj(f, dst, 1 << 20)
         return FetchOutcome("ok")
 
     def close(self) -> None:
@@ -61,9 +68,9 @@ class ZipSource:
             try:
                 zf = zipfile.ZipFile(path)
             except FileNotFoundError:
-                raise FileNotFoundError(f"{path}: zip file not found (images.zips)") from None
+                raise SourceError(f"{path}: zip file not found (images.zips)") from None
             except zipfile.BadZipFile as exc:
-                raise ValueError(f"{path}: not a readable zip file: {exc}") from None
+                raise SourceError(f"{path}: not a readable zip file: {exc}") from None
             self._zips.append(zf)
             for name in zf.namelist():
                 m = _MEMBER.search(name)
@@ -79,7 +86,7 @@ class ZipSource:
             return FetchOutcome("missing", f"no member {rec['image_id']}.jpg in {names}")
         z, member = hit
         try:
-            with self._lock, self._zips[z].open(member) as src, open(part, "wb") as dst:
+            with self._lock, self._zips[z].open(member) as src, open_nofollow(part, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:  # CRC error, truncated member
             part.unlink(missing_ok=True)

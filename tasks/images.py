@@ -9,8 +9,12 @@ import numpy as np
 
 from tasks.downloader import image_path
 
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-            8: cv2.IMREAD_REDUCED_COLOR_8}
+# VGPhraseCut's polygons are in stored-pixel coordinates, so EXIF orientation is ignored
+# (OpenCV would otherwise rotate the photo against its polygons; the verifier records
+# which files had one).
+_REDUCED = {f: flag | cv2.IMREAD_IGNORE_ORIENTATION for f, flag in (
+    (1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (8, cv2.IMREAD_REDUCED_COLOR_8))}
 
 
 def decode_resized(data: bytes | np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]] | None:

@@ -9,6 +9,7 @@ row lost to a crash only costs a re-verification, because a file reaches
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ CORRUPT = "corrupt"              # bytes do not decode to a whole image
 TOO_LARGE = "too_large"          # pixels or bytes over the configured limit
 INVALID = "invalid"              # the record itself is bad (no url, bad id, ...)
 SETTLED = frozenset({OK, FAILED, MISSING, CORRUPT, TOO_LARGE, INVALID})
+STATUSES = SETTLED | {RETRY}
+log = logging.getLogger("phraseharmony.ledger")
 # Fsync at least this often while appending (a crash loses at most this much work).
 FSYNC_EVERY_S = 1.0
 
@@ -46,16 +49,28 @@ def invalid_records(images_dir: Path) -> dict[str, LedgerRow]:
 
 
 def _lines(path: Path) -> Iterable[dict[str, Any]]:
+    """The ledger's rows. A line torn by a kill is skipped silently (it is expected);
+    a whole line that is not a row with a known status is skipped and named in the log:
+    its image counts as never acquired, so the next run verifies or fetches it again."""
     if not path.exists():
         return
+    damaged = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn by a kill mid-write
-            if isinstance(row, dict):
+            except ValueError:
+                if line.endswith("\n") and line.strip():
+                    damaged.append(number)
+                continue  # else: torn by a kill mid-write
+            if isinstance(row, dict) and row.get("status") in STATUSES:
                 yield row
+            else:
+                damaged.append(number)
+    if damaged:
+        log.warning("%s: %d damaged row(s) ignored (line %s%s); those images are checked again",
+                    path, len(damaged), ", ".join(map(str, damaged[:5])),
+                    ", ..." if len(damaged) > 5 else "")
 
 
 class LedgerWriter:
@@ -93,12 +108,21 @@ class LedgerWriter:
 
 
 def _repair_tail(path: Path) -> None:
-    """End a line torn by a kill, so the next row starts on a line of its own."""
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
+    """Drop a last line torn by a kill (its row is lost; that image is checked again),
+    so the next row starts on a line of its own."""
+    size = path.stat().st_size if path.exists() else 0
+    if not size:
+        return
+    with open(path, "rb+") as f:
+        start = max(0, size - (1 << 16))
+        f.seek(start)
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        f.truncate(start + cut + 1 if cut >= 0 else (0 if start == 0 else size))
+        if cut < 0 and start:
+            f.write(b"\n")  # a torn line over 64 KiB: end it instead
 
 
 def read_and_compact(images_dir: Path) -> dict[int, LedgerRow]:

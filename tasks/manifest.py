@@ -9,6 +9,7 @@ from typing import Any
 
 from lut_library import library_version
 from schemas.config import RunConfig
+from schemas.errors import UserError
 from schemas.records import Manifest, ShardMarker
 from schemas.shard import SCHEMA_VERSION
 from tasks.annotations import SkipLog
@@ -37,6 +38,9 @@ def build_manifest(cfg: RunConfig, markers: list[ShardMarker],
         "code_version": code_version(),
         "lut_library_version": library_version(cfg.luts.library()),
         "seed": cfg.seed,
+        # What decides the bytes (no paths): a later build with other settings says
+        # which changed before it rebuilds.
+        "config": cfg.output_relevant(),
         "annotation_files": annotation_files,
         "annotation_skips": annotation_skips.to_json(),
         "splits": dict(sorted(splits.items())),
@@ -54,12 +58,32 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> bool:
     return write_json_atomic(out_dir / MANIFEST_NAME, manifest)
 
 
+MANIFEST_KEYS = ("name", "schema_version", "config_hash", "splits", "totals", "skips",
+                 "annotation_skips", "notes", "shards")
+
+
+class ManifestError(UserError, ValueError):
+    """No usable manifest: the message names the file and says what to run."""
+
+
 def read_manifest(out_dir: Path) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST_NAME
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no manifest; the dataset is not complete "
-                                "(run `phraseharmony build`)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: manifest is not valid JSON: {exc}") from exc
+        raise ManifestError(f"{path}: no manifest; the dataset is not complete "
+                            "(run `phraseharmony build`)") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: not readable JSON ({exc}); run `phraseharmony build` "
+                            "to write it again") from None
+    if not isinstance(data, dict) or not all(k in data for k in MANIFEST_KEYS):
+        raise ManifestError(f"{path}: not a PhraseHarmony manifest; run `phraseharmony build` "
+                            "to write it again")
+    return data
+
+
+def read_manifest_or_none(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_manifest(out_dir)
+    except ManifestError:
+        return None

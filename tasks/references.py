@@ -8,6 +8,7 @@ the annotations and the sample's RNG, whatever the shard or worker.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tasks.images import load_resized
+from tasks.downloader import image_path
+from tasks.images import decode_resized
 from tasks.masks import polygon_problem, stored_mask
+from tasks.shard_plan import UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class ReferencePool:
             self.groups.setdefault(keys[row], []).append(row)
         self.groups = {k: np.asarray(v, np.int64) for k, v in self.groups.items()}
         self.image_ids = annotations["image_id"].to_numpy()
-        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._images: OrderedDict[int, tuple[np.ndarray, str]] = OrderedDict()
         self._cache_images = cache_images
 
     def candidates(self, split: str, name: str, image_id: int) -> tuple[np.ndarray, int, int]:
@@ -61,9 +64,11 @@ class ReferencePool:
         ids = self.image_ids[rows]
         return rows, int(np.searchsorted(ids, image_id, "left")), int(np.searchsorted(ids, image_id, "right"))
 
-    def pick(self, rng: np.random.Generator, split: str, name: str,
-             image_id: int) -> Reference | str:
-        """A reference, or the reason there is none."""
+    def pick(self, rng: np.random.Generator, split: str, name: str, image_id: int,
+             tried: dict[int, str] | None = None) -> Reference | str:
+        """A reference, or the reason there is none. The reference image read goes into
+        ``tried`` (id -> sha256 of its bytes, or "unavailable"): the shard's marker keeps
+        it, so a later change of that photo rebuilds the shard."""
         rows, start, stop = self.candidates(split, name, image_id)
         n = len(rows) - (stop - start)
         if n <= 0:
@@ -72,7 +77,9 @@ class ReferencePool:
         row = int(rows[j if j < start else j + (stop - start)])
         task = {c: self.table[c][row].as_py() for c in
                 ("task_id", "image_id", "polygons", "image_width", "image_height")}
-        image = self._image(task["image_id"])
+        image, token = self._image(task["image_id"])
+        if tried is not None:
+            tried[task["image_id"]] = token
         if image is None:
             return "reference_image_unavailable"
         w, h = task["image_width"], task["image_height"]
@@ -83,14 +90,19 @@ class ReferencePool:
             return "reference_mask_too_small"
         return Reference(task["task_id"], image, mask)
 
-    def _image(self, image_id: int) -> np.ndarray | None:
+    def _image(self, image_id: int) -> tuple[np.ndarray | None, str]:
+        """(image at the stored size, sha256 of its file) or (None, "unavailable")."""
         if image_id in self._images:
             self._images.move_to_end(image_id)
             return self._images[image_id]
-        loaded = load_resized(self.images_dir, image_id, self.size)
-        img = None if loaded is None else loaded[0]
-        if img is not None:  # an unavailable image may arrive later: ask again next time
-            self._images[image_id] = img
-            if len(self._images) > self._cache_images:
-                self._images.popitem(last=False)
-        return img
+        try:
+            data = image_path(self.images_dir, image_id).read_bytes()
+        except OSError:
+            return None, UNAVAILABLE
+        loaded = decode_resized(data, self.size)
+        if loaded is None:  # an unavailable image may arrive later: ask again next time
+            return None, UNAVAILABLE
+        self._images[image_id] = entry = (loaded[0], hashlib.sha256(data).hexdigest())
+        if len(self._images) > self._cache_images:
+            self._images.popitem(last=False)
+        return entry

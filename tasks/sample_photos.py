@@ -40,7 +40,8 @@ def load_photo(key: str) -> np.ndarray:
             raise RuntimeError("sample photo needs matplotlib: pip install -e '.[sample]'") from exc
         with cbook.get_sample_data("grace_hopper.jpg") as f:
             buf = np.frombuffer(f.read(), np.uint8)
-        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     raise KeyError(f"no packaged photo called {key!r}")
 
 

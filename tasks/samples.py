@@ -64,8 +64,10 @@ def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Count
 
 
 def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int], cfg: RunConfig,
-              luts, refs: ReferencePool, skips: SkipLog, notes: Counter) -> list[dict[str, Any]]:
-    """``composites_per_task`` rows for one phrase task of an already-resized image."""
+              luts, refs: ReferencePool, skips: SkipLog, notes: Counter,
+              tried: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """``composites_per_task`` rows for one phrase task of an already-resized image.
+    Reference images read go into ``tried`` (image id -> sha256 or "unavailable")."""
     syn = cfg.synthesis
     mask = task_mask(task, cfg, skips, notes)
     if mask is None:
@@ -73,7 +75,7 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     mask_png, bbox, fg_ratio = encode_mask_png(mask), bbox_of(mask), float(mask.mean())
 
     def pick(rng):
-        return refs.pick(rng, task["split"], task["phrase_name"], task["image_id"])
+        return refs.pick(rng, task["split"], task["phrase_name"], task["image_id"], tried)
 
     rows = []
     for k in range(syn.composites_per_task):

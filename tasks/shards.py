@@ -7,90 +7,31 @@ written: a run killed at any point leaves nothing a later run takes for complete
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import threading
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prefect import task as prefect_task
-from prefect.cache_policies import NO_CACHE
 
 from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.records import LedgerRow, ShardMarker
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.annotations import SkipLog, read_annotation_table
-from tasks.files import sha256_file, write_json_atomic
+from tasks.files import sha256_file, still_owner, write_json_atomic
 from tasks.images import load_resized
 from tasks.ledger import OK
 from tasks.references import reference_pool
 from tasks.samples import task_rows
+from tasks.shard_plan import ShardSpec, marker_path
 from tasks.versioning import code_version
 
 BINARY_COLUMNS = ("target", "composite", "mask")
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    split: str
-    index: int
-    image_ids: tuple[int, ...]
-
-    @property
-    def name(self) -> str:
-        return f"{self.split}-{self.index:05d}"
-
-    @property
-    def relpath(self) -> str:
-        return f"data/{self.split}/part-{self.index:05d}.parquet"
-
-
-def plan_shards(annotations: pa.Table, images_per_shard: int) -> list[ShardSpec]:
-    """Per split, sorted image ids cut into consecutive batches: stable across runs."""
-    specs = []
-    for split in sorted(set(annotations.column("split").to_pylist())):
-        rows = annotations.filter(pc.equal(annotations["split"], split))
-        ids = sorted(set(rows.column("image_id").to_pylist()))
-        for i in range(0, len(ids), images_per_shard):
-            specs.append(ShardSpec(split, i // images_per_shard, tuple(ids[i:i + images_per_shard])))
-    return specs
-
-
-def marker_path(out_dir: Path, spec: ShardSpec) -> Path:
-    # Kept outside data/ so that folder holds only Parquet (readers glob it whole).
-    return out_dir / "_done" / f"{spec.name}.json"
-
-
-def inputs_digest(spec: ShardSpec, ledger: dict[int, dict[str, Any]]) -> str:
-    """What the shard was built from: its images and each one's acquisition outcome.
-    An image that arrives later changes it, so the shard is rebuilt then."""
-    parts = [f"{i}:{ledger.get(i, {}).get('status', 'pending')}:{ledger.get(i, {}).get('sha256', '')}"
-             for i in spec.image_ids]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def completed_marker(out_dir: Path, spec: ShardSpec, cfg: RunConfig,
-                     ledger: dict[int, dict[str, Any]], verify: bool = False) -> dict | None:
-    """The shard's marker if the shard on disk is complete and current, else None."""
-    try:
-        marker = json.loads(marker_path(out_dir, spec).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    path = out_dir / spec.relpath
-    if (marker.get("config_hash") != cfg.config_hash()
-            or marker.get("code_version") != code_version()
-            or marker.get("inputs_digest") != inputs_digest(spec, ledger)
-            or not path.exists() or path.stat().st_size != marker.get("bytes")):
-        return None
-    if verify and sha256_file(path) != marker.get("sha256"):
-        return None
-    return marker
 
 
 class ShardWriter:
@@ -127,22 +68,48 @@ class ShardWriter:
             self.rows, self.pending_bytes = [], 0
 
     def close(self, extra_metadata: dict[str, str]) -> None:
+        """Finish the temporary file; ``publish`` renames it into place."""
         self.flush()
         self.writer.add_key_value_metadata(extra_metadata)
         self.writer.close()
+
+    def publish(self) -> None:
         self.tmp.replace(self.path)
 
     def abort(self) -> None:
         try:
-            self.writer.close()
+            if self.writer.is_open:
+                self.writer.close()
         finally:
             self.tmp.unlink(missing_ok=True)
 
 
-def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -> ShardMarker:
+# Set by the flow on Ctrl-C: shard builders in this process stop at the next image.
+CANCEL = threading.Event()
+# In a worker process of the processes runner: the pid of the build that started it.
+WORKER_PARENT: int | None = None
+
+
+class ShardStopped(Exception):
+    """The shard was not published: the build was cancelled, or this worker no longer
+    belongs to the build that owns the folder."""
+
+
+def _may_publish(out_dir: Path, token: str | None) -> bool:
+    """Publish only for a live build that still owns the folder: a worker orphaned by a
+    killed build (or one whose folder a later build took) writes nothing."""
+    if WORKER_PARENT is not None and os.getppid() != WORKER_PARENT:
+        return False
+    return still_owner(out_dir, token)
+
+
+def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
+                token: str | None = None) -> ShardMarker:
     """Write ``spec``'s shard and marker; return the marker (rows, bytes, sha256, stats).
 
-    ``ledger`` holds the acquisition rows of the shard's images (status and sha256).
+    ``ledger`` holds the acquisition rows of the shard's images (status and sha256);
+    ``token`` is the folder lock's (``files.exclusive``): nothing is published once the
+    build that issued it has lost the folder.
     """
     out_dir = cfg.out_dir
     path = out_dir / spec.relpath
@@ -152,12 +119,13 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -
     annotations = read_annotation_table(cfg.annotations_path)
     mine = annotations.filter(pc.is_in(annotations["image_id"], pa.array(spec.image_ids, pa.int64())))
     by_image: dict[int, list[dict[str, Any]]] = {}
-    for task in mine.drop_columns(["ann_ids", "instance_boxes"]).to_pylist():
+    for task in mine.drop_columns(["ann_ids", "instance_boxes", "digest"]).to_pylist():
         by_image.setdefault(task["image_id"], []).append(task)
     refs = reference_pool(cfg.annotations_path, cfg.annotations_path.stat().st_mtime_ns,
                           cfg.images_dir, cfg.synthesis.size, cfg.masks)
     luts = cfg.luts.library()
     skips, notes = SkipLog(), Counter()
+    tried: dict[int, str] = {}  # reference image id -> sha256 of what was read
     meta = {"phraseharmony.schema_version": SCHEMA_VERSION,
             "phraseharmony.config_hash": cfg.config_hash(),
             "phraseharmony.code_version": code_version(),
@@ -167,6 +135,8 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -
     writer = ShardWriter(path, meta, cfg)
     try:
         for image_id in spec.image_ids:
+            if CANCEL.is_set():
+                raise ShardStopped(f"{spec.name}: cancelled")
             image_tasks = sorted(by_image.get(image_id, []), key=lambda t: t["task_id"])
             status = ledger.get(image_id, {}).get("status", "pending")
             decoded = (load_resized(cfg.images_dir, image_id, cfg.synthesis.size)
@@ -180,25 +150,25 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow]) -
             if image_tasks and orig != (image_tasks[0]["image_width"], image_tasks[0]["image_height"]):
                 notes["image_size_mismatch"] += 1
             for task in image_tasks:
-                for row in task_rows(task, img, orig, cfg, luts, refs, skips, notes):
+                for row in task_rows(task, img, orig, cfg, luts, refs, skips, notes, tried):
                     writer.add(row)
         total = writer.total_rows + len(writer.rows)
         stats = {"rows": total, "images": len(spec.image_ids), "tasks": mine.num_rows,
                  "skips": skips.to_json(), "notes": dict(sorted(notes.items()))}
         writer.close({"phraseharmony.stats": json.dumps(stats, sort_keys=True)})
+        if not _may_publish(out_dir, token):
+            raise ShardStopped(f"{spec.name}: this worker's build no longer owns {out_dir}")
+        writer.publish()
     except BaseException:
         writer.abort()
         raise
     marker = {"shard": spec.name, "path": spec.relpath, "split": spec.split,
               "rows": total, "bytes": path.stat().st_size, "sha256": sha256_file(path),
               "config_hash": cfg.config_hash(), "code_version": code_version(),
-              "inputs_digest": inputs_digest(spec, ledger), **stats}
+              "inputs_digest": spec.inputs_digest,
+              "references": sorted([i, t] for i, t in tried.items()), **stats}
     marker_path(out_dir, spec).parent.mkdir(exist_ok=True)
+    if not _may_publish(out_dir, token):
+        raise ShardStopped(f"{spec.name}: this worker's build no longer owns {out_dir}")
     write_json_atomic(marker_path(out_dir, spec), marker)
     return marker
-
-
-# One task run per shard (never per sample): a few hundred runs for the full dataset.
-# Resume is decided by our own markers, not Prefect's cache.
-build_shard_task = prefect_task(name="build-shard", cache_policy=NO_CACHE, persist_result=False,
-                        task_run_name="build-shard-{spec.split}-{spec.index}")(build_shard)

@@ -1,0 +1,52 @@
+"""The pipeline's stages as Prefect tasks: thin wrappers over ``tasks/``, which imports no
+Prefect (so commands that only read a dataset, and worker processes, start without it).
+
+Resume is decided by each stage's own done-markers and digests, never Prefect's cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.annotations import ingest
+from tasks.downloader import acquire_records
+from tasks.shards import build_shard
+
+_plain = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def artifact_key(kind: str, name: str) -> str:
+    """Artifact keys may hold only lowercase letters, digits and dashes."""
+    cleaned = "".join(c if c.isalnum() else "-" for c in f"{kind}-{name}".lower())
+    return "-".join(part for part in cleaned.split("-") if part)
+
+
+def acquire(cfg, records: list[dict[str, Any]]) -> Counter:
+    """Acquisition, with a Prefect progress artifact updated every ~2 s."""
+    total = max(len(records), 1)
+    artifact = create_progress_artifact(0.0, key=artifact_key("acquire", cfg.name),
+                                        description=f"acquire {len(records)} images")
+    last = [0.0]
+
+    def progress(done: int, counts: Counter) -> None:
+        now = time.monotonic()
+        if now - last[0] > 2.0 or done == total:
+            last[0] = now
+            parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            update_progress_artifact(artifact, 100.0 * done / total,
+                                     description=f"{done}/{total} images: {parts}")
+
+    return acquire_records(cfg, records, progress)
+
+
+ingest_task = task(name="ingest-annotations", **_plain)(ingest)
+acquire_task = task(name="acquire-images", **_plain)(acquire)
+# One task run per shard (never per sample): a few hundred runs for the full dataset.
+build_shard_task = task(name="build-shard", task_run_name="build-shard-{spec.split}-{spec.index}",
+                        **_plain)(build_shard)

@@ -1,0 +1,84 @@
+"""Where a build stands: which shards are current, which wait for images, whether there
+is anything to do at all. Shared by the flow and by the CLI, which answers a build with
+nothing to do without starting Prefect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lut_library import library_version
+from schemas.config import RunConfig
+from schemas.records import LedgerRow
+from tasks.annotations import SkipLog, ingest, read_annotation_table
+from tasks.downloader import needs_work, source_name
+from tasks.ledger import SETTLED, read_ledger
+from tasks.manifest import build_manifest, read_manifest_or_none
+from tasks.shard_plan import ShardSpec, completed_marker, plan_shards
+
+
+@dataclass
+class ShardState:
+    specs: list[ShardSpec]
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> current marker
+    pending: list[ShardSpec] = field(default_factory=list)        # ready, to build
+    waiting: list[ShardSpec] = field(default_factory=list)        # images not settled yet
+
+
+def shard_state(cfg: RunConfig, ledger: dict[int, LedgerRow], verify: bool = False) -> ShardState:
+    """Plan the shards and sort them: current, to build now, or waiting for images
+    that will be retried (a shard is built once all of its images have settled)."""
+    specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg, ledger,
+                        library_version(cfg.luts.library()))
+    state = ShardState(specs)
+    for spec in specs:
+        if not all(ledger.get(i, {}).get("status") in SETTLED for i in spec.image_ids):
+            state.waiting.append(spec)
+            continue
+        marker = completed_marker(cfg.out_dir, spec, ledger, verify)
+        if marker is None:
+            state.pending.append(spec)
+        else:
+            state.done[spec.name] = marker
+    return state
+
+
+def acquisition_pending(cfg: RunConfig, records, ledger: dict[int, LedgerRow]) -> int:
+    """How many images an acquisition run would try to fetch now."""
+    name = source_name(cfg.images)
+    return sum(needs_work(rec, ledger.get(rec["image_id"]), cfg.images_dir, name,
+                          cfg.images.retry_failed) is None for rec in records)
+
+
+def finished_summary(cfg: RunConfig) -> dict[str, Any] | None:
+    """The summary of a dataset that a build would leave exactly as it is (table current,
+    no image to fetch, every shard current, manifest, card and preview in place), else
+    None. Reads only; starts nothing."""
+    try:
+        ingested = ingest(cfg, reuse_only=True)
+        if ingested is None:
+            return None
+        ledger = read_ledger(cfg.images_dir)
+        if acquisition_pending(cfg, ingested["images"].values(), ledger):
+            return None
+        state = shard_state(cfg, ledger)
+    except (OSError, ValueError):
+        return None
+    if state.pending or state.waiting:
+        return None
+    manifest = build_manifest(cfg, [state.done[s.name] for s in state.specs], ingested["files"],
+                              SkipLog.from_json(ingested["skips"]))
+    if read_manifest_or_none(cfg.out_dir) != manifest:
+        return None
+    if not all((cfg.out_dir / name).exists() for name in ("README.md", "preview.png")):
+        return None
+    return dataset_summary(cfg, manifest, built=0)
+
+
+def dataset_summary(cfg: RunConfig, manifest: dict[str, Any], built: int) -> dict[str, Any]:
+    out = cfg.out_dir
+    return {"out_dir": str(out), "rows": manifest["totals"]["rows"],
+            "shards": manifest["totals"]["shards"], "built": built,
+            "splits": {s: v["rows"] for s, v in manifest["splits"].items()},
+            "manifest": str(out / "_manifest.json"), "card": str(out / "README.md"),
+            "preview": str(out / "preview.png"), "waiting": 0, "complete": True}
