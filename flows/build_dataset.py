@@ -18,7 +18,9 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.events import emit_event
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from flows.runners import make_task_runner
@@ -28,11 +30,10 @@ from schemas.errors import UserError
 from tasks.annotations import SkipLog
 from tasks.build_state import dataset_summary, shard_state
 from tasks.card import write_card, write_preview
-from tasks.files import exclusive
+from tasks.files import exclusive, revoke
 from tasks.ledger import read_ledger
 from tasks.manifest import build_manifest, read_manifest_or_none, write_manifest
 from tasks.shard_plan import ShardSpec, remove_stale
-from tasks.shards import CANCEL
 
 # Machine-readable shard progress for callers that show a bar (the CLI); it does not
 # propagate, so it never reaches a log.
@@ -60,7 +61,6 @@ def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], ledger: dict[int, 
     artifact = create_progress_artifact(progress=0.0, key=artifact_key("shards", cfg.name),
                                         description=f"{len(specs)} shards to build")
     markers: list[dict[str, Any]] = []
-    CANCEL.clear()
     with make_task_runner(cfg.runner) as runner:
         futures = [
             runner.submit(build_shard_task, parameters={
@@ -78,14 +78,15 @@ def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], ledger: dict[int, 
                 PROGRESS_LOG.info("shard", extra={"shard_progress": (n, len(specs))})
                 update_progress_artifact(artifact, progress=100.0 * n / len(specs))
         except KeyboardInterrupt:
-            _stop(futures)
+            _stop(futures, cfg.out_dir, token)
             raise Interrupted(len(markers)) from None
     return markers
 
 
-def _stop(futures) -> None:
-    """Cancel queued shards and ask running ones to stop (they abort before publishing)."""
-    CANCEL.set()
+def _stop(futures, out_dir, token: str) -> None:
+    """Cancel queued shards; running ones see the revoked token at their next image and
+    stop without publishing (workers ignore SIGINT: the build decides, not the signal)."""
+    revoke(out_dir, token)
     for future in futures:
         wrapped = getattr(future, "wrapped_future", None)
         if wrapped is not None:
@@ -131,12 +132,26 @@ def build_dataset(config: str = "configs/sample.yaml", out_dir: str | None = Non
     message = _summary_line(summary)
     create_markdown_artifact(_summary_markdown(cfg, summary), key=artifact_key("build", cfg.name),
                              description=message)
+    _announce(cfg, message)
     return Completed(message=message, data=summary)
+
+
+def _announce(cfg: RunConfig, message: str) -> None:
+    """An event whose name is the summary: `prefect deployment run --watch` prints the
+    run's events, so its users see rows, shards and where before the final state."""
+    flow_run_id = flow_run.get_id()
+    emit_event(event="phraseharmony.dataset.built",
+               resource={"prefect.resource.id": f"phraseharmony.dataset.{artifact_key('', cfg.name)}",
+                         "prefect.resource.name": message},
+               related=[{"prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
+                         "prefect.resource.role": "flow-run"}] if flow_run_id else None)
 
 
 def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
     logger.info("config %s (%s) -> %s", cfg.name, cfg.config_hash(), cfg.out_dir)
     _say_what_config_changes(cfg, logger)
+    for problem in cfg.luts.left_out():
+        logger.warning("LUT left out of the library: %s", problem)
     ingested = ingest_task(cfg)
     images = ingested["images"]
     logger.info("annotations: %d phrase tasks over %d images%s", ingested["rows"], len(images),

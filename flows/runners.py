@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -11,8 +12,11 @@ from schemas.config import RunnerConfig
 
 
 def _process_worker_init(parent: int) -> None:
+    """Workers die with the build, and leave Ctrl-C to it: the build cancels queued
+    shards and revokes its folder token, which running shards check per image."""
     import tasks.shards
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)

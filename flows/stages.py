@@ -13,10 +13,11 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled
 
 from tasks.annotations import ingest
 from tasks.downloader import acquire_records
-from tasks.shards import build_shard
+from tasks.shards import ShardStopped, build_shard
 
 _plain = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -45,8 +46,17 @@ def acquire(cfg, records: list[dict[str, Any]]) -> Counter:
     return acquire_records(cfg, records, progress)
 
 
+def build_shard_or_stop(cfg, spec, ledger, token=None):
+    """A shard, or a Cancelled task run when its build was cancelled (Ctrl-C) or lost
+    the folder: nothing was published, and that is not a failure of the shard."""
+    try:
+        return build_shard(cfg, spec, ledger, token)
+    except ShardStopped as exc:
+        return Cancelled(message=str(exc))
+
+
 ingest_task = task(name="ingest-annotations", **_plain)(ingest)
 acquire_task = task(name="acquire-images", **_plain)(acquire)
 # One task run per shard (never per sample): a few hundred runs for the full dataset.
 build_shard_task = task(name="build-shard", task_run_name="build-shard-{spec.split}-{spec.index}",
-                        **_plain)(build_shard)
+                        **_plain)(build_shard_or_stop)

@@ -144,6 +144,26 @@ def _library(size, user_dirs, exclude_technical, near_delta_e,
     return tuple(luts.items())
 
 
+@lru_cache(maxsize=4)
+def left_out(user_dirs: tuple[str, ...], exclude_technical: bool = True) -> tuple[str, ...]:
+    """Every user .cube that did not join the library, as "file[:line]: reason"
+    (sorted): unreadable files, exact duplicates, technical conversions."""
+    problems = []
+    known = dict(builtin_luts(33))
+    for folder in user_dirs:
+        for entry in scan_folder(Path(folder), known, near_delta_e=0.0):
+            if entry.error:
+                problems.append(entry.error)
+            elif entry.duplicate_of:
+                problems.append(f"{entry.path}: the same table as {entry.duplicate_of}")
+            elif exclude_technical and entry.technical:
+                problems.append(f"{entry.path}: a technical conversion (log to video), not a look "
+                                "(luts.exclude_technical)")
+            if entry.lut is not None and not entry.duplicate_of:
+                known[entry.id] = entry.lut
+    return tuple(sorted(problems))
+
+
 def library_version(luts: dict[str, Lut3D] | None = None) -> str:
     """Digest of every LUT's id and content: changes whenever the library does."""
     luts = luts if luts is not None else builtin_luts(33)

@@ -216,6 +216,21 @@ class LutsConfig(_Strict):
                              self.exclude_technical, self.near_duplicate_delta_e,
                              self.composite_min_delta_e)
 
+    def version(self) -> str:
+        """The library's one version: a digest of every usable look (built-in and user),
+        before the composite ΔE floor (which the config hash covers). `luts build`
+        prints the same for the built-ins."""
+        from lut_library import build_library, library_version
+
+        return library_version(build_library(self.size, tuple(str(d) for d in self.user_dirs),
+                                             self.exclude_technical, self.near_duplicate_delta_e))
+
+    def left_out(self) -> list[str]:
+        """User LUT files that did not join the library, each "file[:line]: why"."""
+        from lut_library.library import left_out
+
+        return list(left_out(tuple(str(d) for d in self.user_dirs), self.exclude_technical))
+
 
 class ShardsConfig(_Strict):
     # ~1,000 images -> ~9,000 rows per shard keeps Prefect at a few hundred task runs.

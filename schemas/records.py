@@ -13,6 +13,8 @@ class LedgerRow(TypedDict, total=False):
     record: str            # instead of image_id: "file[index]" of a record without a usable id
     status: str            # ok | retry | failed | missing | corrupt | too_large | invalid
     source: str            # where it came from: local | zip | http
+    source_fingerprint: str  # local/zip: the source copy's size+mtime or CRC (a change
+                             # makes the next run acquire the photo again)
     url: str
     http_status: int       # of the last attempt's final response
     attempts: int          # in all, across runs (reset by a success or --retry-failed)

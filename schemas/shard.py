@@ -38,7 +38,8 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("orig_height", pa.int32(), False, "height of the source photo"),
     # geometry
     ("fg_ratio", pa.float32(), False, "foreground pixels / all pixels at stored size"),
-    ("bbox", pa.list_(pa.float32(), 4), False, "foreground [x, y, w, h], stored pixels"),
+    ("bbox", pa.list_(pa.float32(), 4), False, "foreground box [x, y, width, height] in stored pixels "
+     "(COCO xywh: x, y of the top-left foreground pixel)"),
     # provenance
     ("recipe", pa.string(), False, "lut_pair | lut_fg | ..."),
     ("lut_fg", pa.string(), True, "LUT id applied to the foreground"),

@@ -120,7 +120,8 @@ def validate_image_record(rec: Any, max_pixels: int = 2**31 - 1) -> str | None:
 
 def iter_image_records(path: Path, splits: Iterable[str] | None = None,
                        rejected: list[tuple[str, str]] | None = None,
-                       max_pixels: int = 2**31 - 1) -> Iterator[dict[str, Any]]:
+                       max_pixels: int = 2**31 - 1,
+                       rejected_ids: set[int] | None = None) -> Iterator[dict[str, Any]]:
     """Stream valid image records (of ``splits``, when given) from image_data_split.json.
     Rejected records go to ``rejected`` as ("file[index]", reason); duplicates of an id
     already seen are rejected, the first one is kept."""
@@ -133,17 +134,22 @@ def iter_image_records(path: Path, splits: Iterable[str] | None = None,
         if reason:
             if rejected is not None:
                 rejected.append((f"{path.name}[{i}]", reason))
+            if rejected_ids is not None and isinstance(rec, dict) and _is_int(rec.get("image_id")):
+                rejected_ids.add(rec["image_id"])
             continue
         seen.add(rec["image_id"])
         if wanted is None or rec["split"] in wanted:
             yield rec
 
 
-def load_images(path: Path, skips: SkipLog, max_pixels: int = 2**31 - 1) -> dict[int, dict[str, Any]]:
-    """image_id -> record for every valid image record; duplicates are skipped."""
+def load_images(path: Path, skips: SkipLog, max_pixels: int = 2**31 - 1,
+                rejected_ids: set[int] | None = None) -> dict[int, dict[str, Any]]:
+    """image_id -> record for every valid image record; duplicates are skipped (the
+    ids of skipped records go to ``rejected_ids``)."""
     rejected: list[tuple[str, str]] = []
     images = {rec["image_id"]: rec
-              for rec in iter_image_records(path, rejected=rejected, max_pixels=max_pixels)}
+              for rec in iter_image_records(path, rejected=rejected, max_pixels=max_pixels,
+                                            rejected_ids=rejected_ids)}
     for where, reason in rejected:
         skips.add(reason, where)
     return images
@@ -249,9 +255,11 @@ def row_digest(row: dict[str, Any]) -> str:
 
 def task_rows(tasks: Iterable[Any], images: dict[int, dict[str, Any]], split: str,
               source: str, skips: SkipLog, limits=None,
-              seen: set[str] | None = None) -> Iterator[dict[str, Any]]:
+              seen: set[str] | None = None,
+              rejected_images: set[int] = frozenset()) -> Iterator[dict[str, Any]]:
     """Validated table rows from raw tasks (a generator: records stream through).
-    ``seen`` holds the task ids of files read before (duplicates across files)."""
+    ``seen`` holds the task ids of files read before (duplicates across files);
+    ``rejected_images`` the ids of image records that were skipped."""
     seen = set() if seen is None else seen
     allowed = COMPATIBLE_SPLITS.get(split, {split})
     max_points = limits.max_points if limits is not None else 2**62
@@ -259,7 +267,8 @@ def task_rows(tasks: Iterable[Any], images: dict[int, dict[str, Any]], split: st
         where = f"{source}[{i}]"
         reason = validate_task(task, limits)
         if reason is None and task["image_id"] not in images:
-            reason = "task_image_not_in_split_file"
+            reason = ("task_image_record_skipped" if task["image_id"] in rejected_images
+                      else "task_image_not_in_split_file")
         if reason is None and images[task["image_id"]]["split"] not in allowed:
             reason = "task_split_differs_from_image_split"
         if reason is None and task["task_id"] in seen:
@@ -300,7 +309,8 @@ def build_annotation_table(ann_dir: Path, splits: Iterable[str], limits=None,
     """
     skips = SkipLog()
     split_path = ann_dir / "image_data_split.json"
-    images = load_images(split_path, skips, max_pixels)
+    rejected_ids: set[int] = set()
+    images = load_images(split_path, skips, max_pixels, rejected_ids)
     hashes = {split_path.name: sha256_file(split_path)}
     batches: list[pa.RecordBatch] = []
     seen: set[str] = set()
@@ -308,7 +318,8 @@ def build_annotation_table(ann_dir: Path, splits: Iterable[str], limits=None,
     for split in splits:
         path = ann_dir / f"refer_{split}.json"
         hashes[path.name] = sha256_file(path)
-        rows = task_rows(iter_json_array(path, depth), images, split, path.name, skips, limits, seen)
+        rows = task_rows(iter_json_array(path, depth), images, split, path.name, skips, limits, seen,
+                         rejected_ids)
         # Python objects for one batch at a time; Arrow holds the rest compactly.
         while batch := list(itertools.islice(rows, BATCH_ROWS)):
             batches.append(pa.RecordBatch.from_pylist(batch, schema=ANNOTATION_SCHEMA))

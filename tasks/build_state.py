@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.records import LedgerRow
 from tasks.annotations import SkipLog, ingest, read_annotation_table
-from tasks.downloader import needs_work, source_name
+from tasks.downloader import make_source, needs_work
 from tasks.ledger import SETTLED, read_ledger
 from tasks.manifest import build_manifest, read_manifest_or_none
 from tasks.shard_plan import ShardSpec, completed_marker, plan_shards
@@ -28,8 +27,7 @@ class ShardState:
 def shard_state(cfg: RunConfig, ledger: dict[int, LedgerRow], verify: bool = False) -> ShardState:
     """Plan the shards and sort them: current, to build now, or waiting for images
     that will be retried (a shard is built once all of its images have settled)."""
-    specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg, ledger,
-                        library_version(cfg.luts.library()))
+    specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg, ledger, cfg.luts.version())
     state = ShardState(specs)
     for spec in specs:
         if not all(ledger.get(i, {}).get("status") in SETTLED for i in spec.image_ids):
@@ -45,9 +43,12 @@ def shard_state(cfg: RunConfig, ledger: dict[int, LedgerRow], verify: bool = Fal
 
 def acquisition_pending(cfg: RunConfig, records, ledger: dict[int, LedgerRow]) -> int:
     """How many images an acquisition run would try to fetch now."""
-    name = source_name(cfg.images)
-    return sum(needs_work(rec, ledger.get(rec["image_id"]), cfg.images_dir, name,
-                          cfg.images.retry_failed) is None for rec in records)
+    source = make_source(cfg)
+    try:
+        return sum(needs_work(rec, ledger.get(rec["image_id"]), cfg.images_dir, source,
+                              cfg.images.retry_failed) is None for rec in records)
+    finally:
+        source.close()
 
 
 def finished_summary(cfg: RunConfig) -> dict[str, Any] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from schemas.config import RunConfig
+from schemas.shard import FIELDS
+from tasks.card_text import CITATION, RECIPES, SAMPLE_SOURCE, VGPHRASECUT_SOURCE, describe
 from tasks.files import write_bytes_atomic
 
 CARD_NAME = "README.md"
@@ -46,68 +47,119 @@ def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table) -> st
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# PhraseHarmony dataset: `{manifest['name']}`", "",
              "Text-guided image-harmonization triples (target, composite, mask, phrase) "
-             "synthesized from VGPhraseCut by PhraseHarmony.", "",
+             "synthesized by PhraseHarmony: in each row one region of a photo, named by a "
+             "human referring phrase, has had its colours changed; a harmonization model "
+             "learns to undo that change.", "",
              f"- rows: **{manifest['totals']['rows']}** in {manifest['totals']['shards']} "
-             f"shards ({manifest['totals']['bytes'] / 2**20:.1f} MiB)",
+             f"shards ({manifest['totals']['bytes'] / 2**20:.1f} MiB), paths below are "
+             "relative to this folder",
              f"- schema v{manifest['schema_version']}, config `{manifest['config_hash']}`, "
              f"code `{manifest['code_version']}`, LUT library `{manifest['lut_library_version']}`",
              "", "![preview: composite | target | mask](preview.png)", "",
+             "## Source and licence", "",
+             SAMPLE_SOURCE if cfg.images.source == "sample" else VGPHRASECUT_SOURCE, "",
              "## Counts by split", "", "| split | images | phrases | rows | shards |",
              "|---|---|---|---|---|"]
     for s in splits:
         v = manifest["splits"][s]
         lines.append(f"| {s} | {v['images']} | {v['tasks']} | {v['rows']} | {v['shards']} |")
-    recipes = sorted(set(t["recipe"].tolist()))
-    lines += ["", "## Counts by recipe", "", "| recipe | " + " | ".join(splits) + " | all |",
-              "|---|" + "---|" * (len(splits) + 1)]
+    lines += _recipe_section(cfg, manifest, t, splits)
+    lines += _metrics_section(t)
+    lines += ["", "## Foreground ratio", "", "| foreground share | rows |", "|---|---|"]
+    edges = np.linspace(0.0, 1.0, 11)
+    hist, _ = np.histogram(t["fg_ratio"], bins=edges)
+    for i, n in enumerate(hist):
+        lines.append(f"| {edges[i]:.0%}–{edges[i + 1]:.0%} | {int(n)} |")
+    lines += _skips_section(manifest)
+    lines += _columns_section()
+    lines += ["", "## Loading", "", "```python",
+              "import io, numpy as np, pyarrow.parquet as pq",
+              "from PIL import Image",
+              "row = pq.read_table('data/train/part-00000.parquet').slice(0, 1).to_pylist()[0]",
+              "composite = np.asarray(Image.open(io.BytesIO(row['composite'])))  # H x W x 3 uint8",
+              "target = np.asarray(Image.open(io.BytesIO(row['target'])))",
+              "mask = np.asarray(Image.open(io.BytesIO(row['mask'])), dtype=bool)  # H x W",
+              "# or: datasets.load_dataset('parquet', data_files={'train': 'data/train/*.parquet'})",
+              "```", "", "## Citation", "", CITATION, "",
+              "## Config", "",
+              "What decides the bytes (the config hash covers exactly this; paths, worker "
+              "counts and download settings are left out):", "", "```yaml",
+              yaml.safe_dump(cfg.output_relevant(), sort_keys=False).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _recipe_section(cfg: RunConfig, manifest: dict[str, Any], t: dict[str, np.ndarray],
+                    splits: list[str]) -> list[str]:
+    recipes = sorted(set(t["recipe"].tolist()) | set(cfg.synthesis.recipes))
+    weights = cfg.synthesis.recipes
+    total_w = sum(weights.values()) or 1.0
+    n = max(len(t["recipe"]), 1)
+    lines = ["", "## Recipes", ""]
+    lines += [f"- `{r}`: {RECIPES[r]}" for r in recipes if r in RECIPES]
+    lines += ["", "| recipe | configured | built | " + " | ".join(splits) + " |",
+              "|---|---|---|" + "---|" * len(splits)]
     for r in recipes:
         cells = [str(int(((t["recipe"] == r) & (t["split"] == s)).sum())) for s in splits]
-        lines.append(f"| {r} | " + " | ".join(cells) + f" | {int((t['recipe'] == r).sum())} |")
-    lines += ["", "## Composite vs target", "",
-              "Per-image MSE, fMSE, PSNR on 0-255 values at the stored size (the "
-              "harmonization papers' definitions), averaged over rows; ΔE is mean CIEDE2000 "
-              "over the foreground. Computed on the arrays before JPEG encoding.", "",
-              "| rows | n | MSE | fMSE | PSNR | ΔE2000 |", "|---|---|---|---|---|---|"]
-    everything = np.ones(len(t["mse"]), dtype=bool)
-    lines.append(_metric_row("all", t, everything))
-    for r in recipes:
+        share = (t["recipe"] == r).sum() / n
+        lines.append(f"| {r} | {weights.get(r, 0) / total_w:.0%} | {share:.0%} | " + " | ".join(cells) + " |")
+    fallback = sum(v for k, v in manifest["notes"].items() if k.endswith(":no_same_category_reference"))
+    if fallback:
+        lines += ["", f"Why the mix differs from the configured weights: {fallback} draws of a "
+                  "colour-transfer recipe found no object of the same category in another photo "
+                  "of the same split (DoveNet's rule for references), so a LUT recipe was drawn "
+                  "for them instead. Small or rare categories make this common; the full "
+                  "VGPhraseCut has many objects per category."]
+    return lines
+
+
+def _metrics_section(t: dict[str, np.ndarray]) -> list[str]:
+    lines = ["", "## Composite vs target", "",
+             "Per-image MSE, fMSE, PSNR on 0-255 values at the stored size (the "
+             "harmonization papers' definitions, binary mask, peak 255), averaged over rows; "
+             "ΔE is mean CIEDE2000 over the foreground. Computed on the arrays before JPEG "
+             "encoding.", "", "| rows | n | MSE | fMSE | PSNR | ΔE2000 |", "|---|---|---|---|---|---|"]
+    lines.append(_metric_row("all", t, np.ones(len(t["mse"]), dtype=bool)))
+    for r in sorted(set(t["recipe"].tolist())):
         lines.append(_metric_row(f"recipe {r}", t, t["recipe"] == r))
     for lo, hi, label in FG_BINS:
         lines.append(_metric_row(f"foreground {label}", t, (t["fg_ratio"] >= lo) & (t["fg_ratio"] < hi)))
     ih = IHARMONY4_INPUT
     lines.append(f"| iHarmony4 test input composites (reference) | 7404 | {ih['mse']} | "
                  f"{ih['fmse']} | {ih['psnr']} | – |")
-    lines += ["", "## Foreground ratio", "", "| foreground share | rows |", "|---|---|"]
-    edges = np.linspace(0.0, 1.0, 11)
-    hist, _ = np.histogram(t["fg_ratio"], bins=edges)
-    for i, n in enumerate(hist):
-        lines.append(f"| {edges[i]:.0%}–{edges[i + 1]:.0%} | {int(n)} |")
-    lines += ["", "## Skipped", "",
-              "Every input that did not become a row, by reason (annotation stage, then "
-              "synthesis).", "", "| stage | reason | count | examples |", "|---|---|---|---|"]
+    return lines
+
+
+def _skips_section(manifest: dict[str, Any]) -> list[str]:
+    lines = ["", "## Skipped", "",
+             "Every input that did not become a row, by reason (annotation stage, then "
+             "synthesis).", "", "| stage | reason | count | examples |", "|---|---|---|---|"]
     for stage, log in (("annotations", manifest["annotation_skips"]), ("synthesis", manifest["skips"])):
         for reason, n in log["counts"].items():
             ex = ", ".join(f"`{e}`" for e in log["examples"].get(reason, [])[:3])
-            lines.append(f"| {stage} | {reason} | {n} | {ex} |")
+            lines.append(f"| {stage} | {describe(reason)} (`{reason}`) | {n} | {ex} |")
     if not manifest["annotation_skips"]["counts"] and not manifest["skips"]["counts"]:
         lines.append("| – | none | 0 | |")
-    resampled = {k: v for k, v in manifest["notes"].items() if ":" in k}
+    redraws = {k: v for k, v in manifest["notes"].items() if ":" in k}
     notes = {k: v for k, v in manifest["notes"].items() if ":" not in k and v}
-    if resampled:
-        lines += ["", "Attempts the quality filter or the reference search turned down "
-                  "(the sample was redrawn, `recipe:reason`): " + ", ".join(
-                      f"{k}: {v}" for k, v in sorted(resampled.items()))]
+    if redraws:
+        lines += ["", "Draws the quality filter or the reference search turned down (the "
+                  "sample was drawn again):", ""]
+        lines += [f"- {describe(k)}: {v}" for k, v in sorted(redraws.items())]
     if notes:
         lines += ["", "Notes (kept, but worth knowing): " + ", ".join(
-            f"{k}: {v}" for k, v in notes.items())]
-    lines += ["", "## Loading", "", "```python",
-              "import pyarrow.dataset as ds",
-              "table = ds.dataset('data', format='parquet').to_table(columns=['phrase', 'composite'])",
-              "# or: datasets.load_dataset('parquet', data_files={'train': 'data/train/*.parquet'})",
-              "```", "", "## Config", "", "```yaml",
-              yaml.safe_dump(json.loads(json.dumps(cfg.model_dump(mode="json"))), sort_keys=False).strip(),
-              "```", ""]
-    return "\n".join(lines)
+            f"{k.replace('_', ' ')}: {v}" for k, v in notes.items())]
+    left_out = manifest.get("luts_left_out") or []
+    if left_out:
+        lines += ["", "User LUT files left out of the library:", ""]
+        lines += [f"- `{p}`" for p in left_out]
+    return lines
+
+
+def _columns_section() -> list[str]:
+    lines = ["", "## Columns", "", "| column | type | meaning |", "|---|---|---|"]
+    for name, typ, nullable, doc in FIELDS:
+        lines.append(f"| `{name}` | {typ}{' (nullable)' if nullable else ''} | {doc} |")
+    return lines
 
 
 def _font(size: int) -> ImageFont.ImageFont:

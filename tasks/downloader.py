@@ -73,29 +73,27 @@ def verify_image(src: Path | bytes, expected: tuple[int, int], max_pixels: int) 
     return row
 
 
-def needs_work(rec: dict[str, Any], prev: LedgerRow | None, images_dir: Path, source: str,
+def needs_work(rec: dict[str, Any], prev: LedgerRow | None, images_dir: Path, source,
                retry_failed: bool) -> str | None:
     """None when the record's image is to be (re)acquired, else the count it goes under
-    (``already_ok``, ``already_failed``, ...)."""
+    (``already_ok``, ``already_failed``, ...). A local folder or zip says when its copy
+    of a photo changed (``fingerprint``): that photo is acquired again."""
     dest = image_path(images_dir, rec["image_id"])
     if prev is None:
         return None
     if prev["status"] == L.OK:
-        if dest.exists() and dest.stat().st_size == prev.get("bytes"):
-            return "already_ok"
-        return None  # deleted or damaged since: acquire again
+        if not (dest.exists() and dest.stat().st_size == prev.get("bytes")):
+            return None  # deleted or damaged since: acquire again
+        if source.fingerprint(rec) != prev.get("source_fingerprint"):
+            return None  # the source's copy changed
+        return "already_ok"
     if prev["status"] == L.RETRY or dest.exists():
         return None
     # A local folder or zip is cheap to look at again (the file may have arrived);
     # a server that said 404 is not asked again unless the user says so.
-    if source != "http" or retry_failed:
+    if source.name != "http" or retry_failed:
         return None
     return f"already_{prev['status']}"
-
-
-def source_name(images_cfg) -> str:
-    """The ``name`` of the source ``make_source`` builds for this config."""
-    return {"sample": "local"}.get(images_cfg.source, images_cfg.source)
 
 
 class Acquirer:
@@ -112,7 +110,7 @@ class Acquirer:
     # -- deciding what to do ------------------------------------------------------------
     def needs_work(self, rec: dict[str, Any], prev: LedgerRow | None) -> str | None:
         """None to (re)acquire the image, else the count it goes under."""
-        return needs_work(rec, prev, self.images_dir, self.source.name, self.policy.retry_failed)
+        return needs_work(rec, prev, self.images_dir, self.source, self.policy.retry_failed)
 
     # -- one image (runs in a worker thread) ---------------------------------------------
     def acquire_one(self, rec: dict[str, Any], prev: LedgerRow | None) -> LedgerRow:
@@ -127,6 +125,10 @@ class Acquirer:
         for path in (dest, part):  # a link planted there is not ours: never follow it
             if path.is_symlink():
                 path.unlink()
+        fingerprint = self.source.fingerprint(rec)
+        if fingerprint is not None:
+            row["source_fingerprint"] = fingerprint
+            dest.unlink(missing_ok=True)  # a local copy is cheap to take again, and current
         if dest.exists():  # renamed into place by a run killed before its ledger row
             checked = verify_image(dest, expected, self.policy.max_pixels)
             if checked["status"] == L.OK:

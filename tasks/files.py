@@ -77,6 +77,16 @@ def exclusive(out_dir: Path) -> Iterator[str]:
         yield token
 
 
+def revoke(out_dir: Path, token: str) -> None:
+    """Withdraw ``token`` while still holding the lock (Ctrl-C): every worker of this
+    build, in any process, stops at its next image and publishes nothing more."""
+    with open(out_dir / LOCK_NAME, "r+") as handle:
+        if handle.read() == token:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"revoked:{token}")
+
+
 def still_owner(out_dir: Path, token: str | None) -> bool:
     """True while the run that issued ``token`` holds the folder (None: not checked)."""
     if token is None:

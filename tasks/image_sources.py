@@ -43,6 +43,14 @@ class DirSource:
                 return candidate
         return None
 
+    def fingerprint(self, rec: dict[str, Any]) -> str | None:
+        """Size and mtime of the folder's copy: a changed photo is acquired again."""
+        src = self.find(rec["image_id"])
+        if src is None:
+            return None
+        st = src.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
     def fetch(self, rec: dict[str, Any], part: Path) -> FetchOutcome:
         src = self.find(rec["image_id"])
         if src is None:
@@ -79,6 +87,15 @@ class ZipSource:
         # ZipFile reads through one shared handle; one reader at a time keeps it sane.
         self._lock = threading.Lock()
 
+    def fingerprint(self, rec: dict[str, Any]) -> str | None:
+        """Zip, member, CRC and size: a changed zip is read again for that photo."""
+        hit = self.index.get(int(rec["image_id"]))
+        if hit is None:
+            return None
+        z, member = hit
+        info = self._zips[z].getinfo(member)
+        return f"{self.paths[z].name}:{member}:{info.CRC:08x}:{info.file_size}"
+
     def fetch(self, rec: dict[str, Any], part: Path) -> FetchOutcome:
         hit = self.index.get(int(rec["image_id"]))
         if hit is None:
@@ -103,6 +120,10 @@ class HttpSource:
 
     def __init__(self, settings: FetchSettings):
         self.fetcher = HttpFetcher(settings)
+
+    @staticmethod
+    def fingerprint(rec: dict[str, Any]) -> None:
+        return None  # a server's copy is taken as fixed once verified
 
     def fetch(self, rec: dict[str, Any], part: Path) -> FetchOutcome:
         return self.fetcher.fetch(rec.get("url"), part)

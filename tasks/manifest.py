@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.errors import UserError
 from schemas.records import Manifest, ShardMarker
@@ -36,7 +35,8 @@ def build_manifest(cfg: RunConfig, markers: list[ShardMarker],
         "schema_version": SCHEMA_VERSION,
         "config_hash": cfg.config_hash(),
         "code_version": code_version(),
-        "lut_library_version": library_version(cfg.luts.library()),
+        "lut_library_version": cfg.luts.version(),
+        "luts_left_out": cfg.luts.left_out(),
         "seed": cfg.seed,
         # What decides the bytes (no paths): a later build with other settings says
         # which changed before it rebuilds.

@@ -181,6 +181,9 @@ def remove_stale(out_dir: Path, specs: list[ShardSpec]) -> list[str]:
         if (_MARKER_FILE.fullmatch(path.name) and rel not in wanted_markers) or _is_tmp(path):
             path.unlink(missing_ok=True)
             removed.append(rel)
+    for path in sorted(out_dir.glob(".*.tmp")):   # manifest, card, table writes cut short
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
     return removed
 
 

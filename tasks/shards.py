@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lut_library import library_version
 from schemas.config import RunConfig
 from schemas.records import LedgerRow, ShardMarker
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
@@ -84,15 +82,13 @@ class ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-# Set by the flow on Ctrl-C: shard builders in this process stop at the next image.
-CANCEL = threading.Event()
 # In a worker process of the processes runner: the pid of the build that started it.
 WORKER_PARENT: int | None = None
 
 
 class ShardStopped(Exception):
-    """The shard was not published: the build was cancelled, or this worker no longer
-    belongs to the build that owns the folder."""
+    """The shard was not published: its build was cancelled (Ctrl-C revokes the folder
+    token) or died, or another build owns the folder now."""
 
 
 def _may_publish(out_dir: Path, token: str | None) -> bool:
@@ -129,14 +125,12 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
     meta = {"phraseharmony.schema_version": SCHEMA_VERSION,
             "phraseharmony.config_hash": cfg.config_hash(),
             "phraseharmony.code_version": code_version(),
-            "phraseharmony.lut_library_version": library_version(luts),
+            "phraseharmony.lut_library_version": cfg.luts.version(),
             "phraseharmony.shard": spec.name,
             "phraseharmony.clip_model": ""}
     writer = ShardWriter(path, meta, cfg)
     try:
         for image_id in spec.image_ids:
-            if CANCEL.is_set():
-                raise ShardStopped(f"{spec.name}: cancelled")
             image_tasks = sorted(by_image.get(image_id, []), key=lambda t: t["task_id"])
             status = ledger.get(image_id, {}).get("status", "pending")
             decoded = (load_resized(cfg.images_dir, image_id, cfg.synthesis.size)
@@ -150,6 +144,9 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
             if image_tasks and orig != (image_tasks[0]["image_width"], image_tasks[0]["image_height"]):
                 notes["image_size_mismatch"] += 1
             for task in image_tasks:
+                if not _may_publish(out_dir, token):
+                    raise ShardStopped(f"{spec.name}: stopped: its build was cancelled or no "
+                                       f"longer owns {out_dir}")
                 for row in task_rows(task, img, orig, cfg, luts, refs, skips, notes, tried):
                     writer.add(row)
         total = writer.total_rows + len(writer.rows)
@@ -157,7 +154,8 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
                  "skips": skips.to_json(), "notes": dict(sorted(notes.items()))}
         writer.close({"phraseharmony.stats": json.dumps(stats, sort_keys=True)})
         if not _may_publish(out_dir, token):
-            raise ShardStopped(f"{spec.name}: this worker's build no longer owns {out_dir}")
+            raise ShardStopped(f"{spec.name}: stopped: its build was cancelled or no longer "
+                               f"owns {out_dir}")
         writer.publish()
     except BaseException:
         writer.abort()
@@ -169,6 +167,6 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
               "references": sorted([i, t] for i, t in tried.items()), **stats}
     marker_path(out_dir, spec).parent.mkdir(exist_ok=True)
     if not _may_publish(out_dir, token):
-        raise ShardStopped(f"{spec.name}: this worker's build no longer owns {out_dir}")
+        raise ShardStopped(f"{spec.name}: stopped: its build was cancelled or no longer owns {out_dir}")
     write_json_atomic(marker_path(out_dir, spec), marker)
     return marker

@@ -49,7 +49,7 @@ def test_skips_are_counted_by_reason_and_shown_on_the_card(broken_inputs, tmp_pa
     card = (out / "README.md").read_text()
     for reason in ("image_missing", "image_corrupt", "polygon_far_outside_image",
                    "task_missing_key:Polygons"):
-        assert f"| {reason} |" in card
+        assert f"(`{reason}`)" in card
     # The image arrives later: its shard (only that one) is rebuilt on the next run.
     materialize(tmp_path / "fixed")
     shutil.copy(tmp_path / "fixed" / "9100002.jpg", photos / "9100002.jpg")

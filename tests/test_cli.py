@@ -1,9 +1,16 @@
 """The `phraseharmony` CLI on a built dataset."""
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 from typer.testing import CliRunner
 
+from conftest import REPO
 from flows.cli import app
+from tasks.files import exclusive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 runner = CliRunner()
@@ -40,3 +47,73 @@ def test_build_via_cli(prefect_server, tmp_path):
     assert res.exit_code == 0, res.output
     assert "rows in 1 shards" in res.output and "preview" in res.output
     assert "1/1" in res.output  # the progress bar followed the flow
+
+
+def _cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], cwd=REPO,
+                          env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout)
+
+
+def _no_api_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    return env
+
+
+def test_config_typo_is_one_line_before_anything_starts(tmp_path):
+    t0 = time.monotonic()
+    res = _cli("build", "--config", "configs/sample.yaml", "--out", tmp_path / "o",
+               "--set", "synthesis.szie=128", env=_no_api_env(tmp_path))
+    assert res.returncode == 2
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert lines == ["error: --set: unknown key synthesis.szie; did you mean synthesis.size?"]
+    assert time.monotonic() - t0 < 15
+    assert not (tmp_path / "o").exists() and not (tmp_path / "prefect-home").exists()
+    bad_yaml = _cli("build", "--config", "configs/sample.yaml", "--set", "seed=[1,")
+    assert bad_yaml.returncode == 2 and "override 'seed=[1,'" in bad_yaml.stdout
+    assert "Traceback" not in bad_yaml.stdout + bad_yaml.stderr
+
+
+def test_no_op_build_and_reading_commands_need_no_prefect(sample_copy, tmp_path):
+    env = _no_api_env(tmp_path)
+    res = _cli("build", "--config", "configs/sample.yaml", "--out", sample_copy, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "nothing to build" in res.stdout and "Flow run" not in res.stdout
+    assert not (tmp_path / "prefect-home").exists()   # no server was started
+    code = ("import sys; from typer.testing import CliRunner; from flows.cli import app\n"
+            f"r = CliRunner().invoke(app, ['inspect', {str(sample_copy)!r}])\n"
+            f"p = CliRunner().invoke(app, ['preview', {str(sample_copy)!r}, '-o', "
+            f"{str(tmp_path / 'p.png')!r}])\n"
+            "print(r.exit_code, p.exit_code, 'prefect' in sys.modules)")
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["0", "0", "False"], out.stdout + out.stderr
+
+
+def test_actionable_errors_are_one_line(sample_copy, tmp_path):
+    with exclusive(sample_copy):
+        res = _cli("build", "--config", "configs/sample.yaml", "--out", sample_copy, "--set", "seed=3",
+                   env=_no_api_env(tmp_path))
+    assert res.returncode == 2
+    assert res.stdout.strip().splitlines()[-1].endswith("another build or download is running on this folder")
+    assert "Traceback" not in res.stdout + res.stderr
+    (sample_copy / "_manifest.json").write_text("[]")
+    res = _cli("inspect", sample_copy)
+    assert res.returncode == 2 and res.stdout.count("\n") == 1
+    assert "not a PhraseHarmony manifest" in res.stdout
+
+
+def test_a_changed_config_says_what_it_rebuilds_and_artifacts_have_keys(prefect_server, sample_copy):
+    env = dict(os.environ, PREFECT_API_URL=prefect_server)
+    res = _cli("build", "--config", "configs/sample.yaml", "--out", sample_copy, "--set", "seed=5", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    said = res.stdout + res.stderr   # Prefect's log lines go to stderr
+    assert "every shard will be rebuilt" in said and "seed: 0 -> 5" in said
+    assert "5 built this run" in res.stdout
+    env["COLUMNS"] = "250"   # rich tables would truncate the keys
+    listed = subprocess.run([sys.executable, "-m", "prefect", "artifact", "ls"], env=env,
+                            capture_output=True, text=True)
+    assert listed.returncode == 0 and "build-sample" in listed.stdout, listed.stdout + listed.stderr
+    every = subprocess.run([sys.executable, "-m", "prefect", "artifact", "ls", "--all"], env=env,
+                           capture_output=True, text=True)
+    assert every.returncode == 0 and "shards-sample" in every.stdout, every.stdout + every.stderr

@@ -96,8 +96,18 @@ def test_card_and_preview(sample_dataset):
     manifest = json.loads((sample_dataset / "_manifest.json").read_text())
     assert f"rows: **{manifest['totals']['rows']}**" in card
     for needle in ("| train |", "recipe lut_pair", "iHarmony4", "foreground 0-5%", "## Config",
-                   "preview.png", "data_files"):
+                   "preview.png", "data_files", "## Columns", "| `bbox` |", "## Recipes",
+                   "- `lut_pair`: SSH-style", "## Source and licence", "scikit-image",
+                   "CC BY 2.0", "@inproceedings{wu2020phrasecut", "io.BytesIO(row['mask'])"):
         assert needle in card
+    from schemas.shard import COLUMN_NAMES
+    assert all(f"| `{name}` |" in card for name in COLUMN_NAMES)
+    # Paths in the card are relative (no build machine's folders), reasons are in words.
+    assert str(sample_dataset) not in card and "/work/" not in card
+    assert "no object of the same category" in card
+    assert "claims VGPhraseCut" not in card and "Visual Genome](https" not in card
+    from schemas.config import load_config
+    assert manifest["lut_library_version"] == load_config(None).luts.version()
     preview = Image.open(sample_dataset / "preview.png")
     assert preview.width == 600 and preview.height > 8 * 192
     px = np.asarray(preview.convert("L"), dtype=float)

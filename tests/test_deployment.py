@@ -91,15 +91,21 @@ def test_sample_deployment_runs_on_a_real_server(tmp_path):
         assert set(deployments) == {"sample", "nightly"}
         nightly = deployments["nightly"]
         assert nightly["schedules"] and nightly["schedules"][0]["schedule"]["cron"]
+        # The full download starts only when someone resumes the schedule on purpose.
+        assert nightly["schedules"][0]["active"] is False
         assert nightly["global_concurrency_limit"]["limit"] == 1
 
         start("worker", "worker", "start", "--pool", "phraseharmony")
-        run("deployment", "run", "build-dataset/sample", "--param", f"out_dir={out}",
-            "--watch", "--watch-timeout", "240", timeout=300)
+        watched = run("deployment", "run", "build-dataset/sample", "--param", f"out_dir={out}",
+                      "--watch", "--watch-timeout", "240", timeout=300)
+        # The summary event (rich wraps long lines: compare with whitespace collapsed).
+        assert "phraseharmony.dataset.built" in watched
+        assert "rows in 5 shards (5 built this run) in" in " ".join(watched.split())
 
         runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {
             "any_": [deployments["sample"]["id"]]}}})
         assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
+        assert "rows in 5 shards" in runs[0]["state"]["message"]
     finally:
         for proc, name in reversed(procs):  # worker first, then server
             stop(proc, name)

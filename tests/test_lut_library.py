@@ -52,6 +52,8 @@ def test_committed_manifest_is_current_and_builds_are_deterministic():
     committed = json.loads(MANIFEST.read_text())
     fresh = manifest_entries()
     assert committed["count"] == len(fresh) and committed["version"] == library_version(builtin_luts())
+    # One version: `luts build` (this manifest) and every build's card agree.
+    assert load_config(None).luts.version() == committed["version"]
     for old, new in zip(committed["looks"], fresh):
         assert (old["id"], old["family"], old["steps"], old["sha256"]) == \
             (new["id"], new["family"], new["steps"], new["sha256"])
