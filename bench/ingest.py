@@ -63,14 +63,27 @@ def child(kind: str, folder: str) -> dict:
     sys.path.insert(0, str(ROOT))
     t0 = time.perf_counter()
     out: dict = {}
-    if kind == "ours":
+    if kind in ("ours", "rerun_check"):
         from schemas.config import load_config
         from tasks.annotations import ingest
 
         cfg = load_config(None, [f"annotations.dir={folder}", "annotations.splits=[train]"],
                           Path(folder) / "out")
+    if kind == "ours":
         res = ingest(cfg)
         out = {"rows": res["rows"], "skips": sum(res["skips"]["counts"].values())}
+    elif kind == "rerun_check":
+        # What a rerun pays before it knows what to redo: input hashes + the table
+        # reused, then every shard's inputs digest (tasks, reference groups, ledger).
+        from tasks.annotations import read_annotation_table
+        from tasks.shard_plan import plan_shards
+
+        res = ingest(cfg, reuse_only=True)
+        t1 = time.perf_counter()
+        ledger = {i: {"status": "ok", "sha256": f"{i:064x}"} for i in res["images"]}
+        specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg, ledger, "v")
+        out = {"rows": res["rows"], "shards": len(specs), "reuse_s": round(t1 - t0, 2),
+               "plan_s": round(time.perf_counter() - t1, 2)}
     else:
         with open(Path(folder) / "refer_train.json", "rb") as f:
             out = {"rows": len(json.load(f))}
@@ -95,7 +108,7 @@ def main() -> None:
         print(f"synthetic refer_train.json: {a.tasks} tasks, {size / 2**20:.0f} MiB "
               f"(written in {time.perf_counter() - t0:.0f} s)")
         res = {}
-        for kind in ("baseline", "ours"):
+        for kind in ("baseline", "ours", "rerun_check"):
             run = subprocess.run([sys.executable, __file__, "--child", kind, str(folder)],
                                  capture_output=True, text=True, check=True)
             res[kind] = json.loads(run.stdout.strip().splitlines()[-1])
@@ -105,6 +118,9 @@ def main() -> None:
         print(f"  ours (stream, validate, Arrow, write): {o['seconds']:7.1f} s, peak RSS "
               f"{o['peak_rss_mib']} MiB, {o['rows']} rows, {o['skips']} skipped")
         print(f"  peak RSS ours / baseline: {o['peak_rss_mib'] / b['peak_rss_mib']:.2f}  (target <= 1.5 GiB)")
+        r = res["rerun_check"]
+        print(f"  rerun check (input hashes, table reused, {r['shards']} shard digests): "
+              f"{r['seconds']:.1f} s ({r['reuse_s']} + {r['plan_s']}), peak RSS {r['peak_rss_mib']} MiB")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
