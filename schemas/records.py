@@ -46,7 +46,8 @@ class ShardMarker(TypedDict):
     sha256: str
     config_hash: str
     code_version: str
-    inputs_digest: str     # the shard's images and their acquisition outcome
+    inputs_digest: str     # everything the shard is made from (tasks/shard_plan.py)
+    references: list       # [image_id, sha256 | "unavailable"] of each reference photo read
     images: int
     tasks: int
     skips: SkipCounts
@@ -71,6 +72,8 @@ class Manifest(TypedDict):
     seed: int
     annotation_files: dict[str, str]            # file name -> sha256
     annotation_skips: SkipCounts
+    config: dict                                # the output-relevant config (no paths)
+    luts_left_out: list[str]                    # user .cube files not used, "file[:line]: why"
     splits: dict[str, dict[str, int]]           # split -> shards, rows, images, tasks
     totals: dict[str, int]                      # shards, rows, bytes
     skips: SkipCounts

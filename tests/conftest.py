@@ -58,6 +58,17 @@ def sample_copy(sample_dataset, tmp_path) -> Path:
     return dest
 
 
+def make_task(**changes) -> dict:
+    """A valid VGPhraseCut task on image 1 (10x10), with ``changes`` applied."""
+    t = {"task_id": "1__10", "image_id": 1, "ann_ids": [10],
+         "instance_boxes": [[0.0, 0.0, 5.0, 5.0]], "Polygons": [[[[0.0, 0.0], [5.0, 0.0], [5.0, 5.0]]]],
+         "phrase": "red ball", "phrase_structure": {"name": "ball", "attributes": ["red"],
+                                                     "relation_ids": [], "relation_descriptions": [],
+                                                     "type": "attribute"}}
+    t.update(changes)
+    return t
+
+
 def shard_bytes(out_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out_dir)): p.read_bytes()
             for p in sorted((out_dir / "data").rglob("*.parquet"))}

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from conftest import make_task
 from schemas.config import SAMPLE_ANNOTATIONS
 from tasks.annotations import (
     IMAGE_KEYS,
@@ -58,23 +59,13 @@ def test_not_a_json_array_names_the_file(tmp_path):
         read_json_array(path)
 
 
-def _task(**changes):
-    t = {"task_id": "1__10", "image_id": 1, "ann_ids": [10],
-         "instance_boxes": [[0.0, 0.0, 5.0, 5.0]], "Polygons": [[[[0.0, 0.0], [5.0, 0.0], [5.0, 5.0]]]],
-         "phrase": "red ball", "phrase_structure": {"name": "ball", "attributes": ["red"],
-                                                     "relation_ids": [], "relation_descriptions": [],
-                                                     "type": "attribute"}}
-    t.update(changes)
-    return t
-
-
 def test_bad_tasks_are_counted_skips_with_file_and_index():
     images = {1: {"image_id": 1, "width": 10, "height": 10, "split": "train"}}
-    bad_missing = _task()
+    bad_missing = make_task()
     del bad_missing["Polygons"]
-    tasks = [_task(), bad_missing, _task(task_id="1__11", image_id="1"), "not a dict",
-             _task(task_id="1__12", Polygons=[[[[0.0, float("nan")], [1.0, 1.0]]]]),
-             _task(task_id="1__13", image_id=99), _task()]
+    tasks = [make_task(), bad_missing, make_task(task_id="1__11", image_id="1"), "not a dict",
+             make_task(task_id="1__12", Polygons=[[[[0.0, float("nan")], [1.0, 1.0]]]]),
+             make_task(task_id="1__13", image_id=99), make_task()]
     skips = SkipLog()
     rows = task_rows(tasks, images, "train", "refer_train.json", skips)
     assert [r["task_id"] for r in rows] == ["1__10"]
@@ -91,7 +82,7 @@ def test_bad_image_records_are_skipped(tmp_path):
             {"image_id": 2, "width": 0, "height": 10, "split": "train"},
             {"image_id": 3, "height": 10, "split": "train"}]
     (tmp_path / "image_data_split.json").write_text(json.dumps(recs))
-    (tmp_path / "refer_train.json").write_text(json.dumps([_task()]))
+    (tmp_path / "refer_train.json").write_text(json.dumps([make_task()]))
     table, images, skips, _ = build_annotation_table(tmp_path, ["train"])
     assert list(images) == [1] and table.num_rows == 1
     assert dict(skips.counts) == {"image_duplicate_id": 1, "image_bad_id": 1,
@@ -101,7 +92,7 @@ def test_bad_image_records_are_skipped(tmp_path):
 def test_streaming_reader_matches_json_load_and_names_broken_files(tmp_path):
     from tasks.annotations import iter_json_array
 
-    records = [_task(task_id=f"1__{i}", ann_ids=[i]) for i in range(3000)]
+    records = [make_task(task_id=f"1__{i}", ann_ids=[i]) for i in range(3000)]
     path = tmp_path / "refer_train.json"
     path.write_text(json.dumps(records))
     assert list(iter_json_array(path)) == json.loads(path.read_text())

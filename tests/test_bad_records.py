@@ -13,21 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, build
+from conftest import REPO, build, make_task
 from schemas.config import SAMPLE_ANNOTATIONS, AnnotationLimits
 from tasks.annotations import build_annotation_table
 from tasks.downloader import verify_image
 from tasks.json_stream import TOO_DEEP, iter_json_array
-
-
-def _task(**changes):
-    t = {"task_id": "1__10", "image_id": 1, "ann_ids": [10],
-         "instance_boxes": [[0.0, 0.0, 5.0, 5.0]], "Polygons": [[[[0.0, 0.0], [5.0, 0.0], [5.0, 5.0]]]],
-         "phrase": "red ball", "phrase_structure": {"name": "ball", "attributes": ["red"],
-                                                     "relation_ids": [], "relation_descriptions": [],
-                                                     "type": "attribute"}}
-    t.update(changes)
-    return t
 
 
 def _write(folder, images, **files):
@@ -43,9 +33,9 @@ IMAGES = [{"image_id": 1, "width": 10, "height": 10, "split": "train"},
 
 def test_split_contradiction_and_cross_file_duplicates_are_skipped(tmp_path):
     _write(tmp_path, IMAGES,
-           train=[_task(), _task(task_id="2__11", image_id=2)],          # val image in train file
-           val=[_task(task_id="2__12", image_id=2),
-                _task(task_id="1__10", image_id=2)])                     # id already in train
+           train=[make_task(), make_task(task_id="2__11", image_id=2)],          # val image in train file
+           val=[make_task(task_id="2__12", image_id=2),
+                make_task(task_id="1__10", image_id=2)])                     # id already in train
     table, _, skips, _ = build_annotation_table(tmp_path, ["train", "val"])
     assert sorted(zip(table["task_id"].to_pylist(), table["split"].to_pylist())) == [
         ("1__10", "train"), ("2__12", "val")]
@@ -54,16 +44,17 @@ def test_split_contradiction_and_cross_file_duplicates_are_skipped(tmp_path):
 
 
 @pytest.mark.parametrize("task, reason", [
-    (_task(phrase_structure={"name": "ball", "attributes": [], "relation_descriptions": 7}),
+    (make_task(phrase_structure={"name": "ball", "attributes": [], "relation_descriptions": 7}),
      "task_bad_phrase_structure"),
-    (_task(phrase_structure={"name": "ball", "attributes": [3], "relation_descriptions": []}),
+    (make_task(phrase_structure={"name": "ball", "attributes": [3], "relation_descriptions": []}),
      "task_bad_phrase_structure"),
-    (_task(phrase="x" * 1_000_000), "task_phrase_too_long"),
-    (_task(ann_ids=list(range(2000)), Polygons=[[]] * 2000, instance_boxes=[]), "task_too_many_instances"),
-    (_task(Polygons=[[[[float(i), 1.0] for i in range(200_000)]]]), "task_too_many_points"),
+    (make_task(phrase="x" * 1_000_000), "task_phrase_too_long"),
+    (make_task(ann_ids=list(range(2000)), Polygons=[[]] * 2000, instance_boxes=[]),
+     "task_too_many_instances"),
+    (make_task(Polygons=[[[[float(i), 1.0] for i in range(200_000)]]]), "task_too_many_points"),
 ])
 def test_bad_tasks_are_counted_skips(tmp_path, task, reason):
-    _write(tmp_path, IMAGES, train=[task, _task(task_id="1__99", ann_ids=[99])])
+    _write(tmp_path, IMAGES, train=[task, make_task(task_id="1__99", ann_ids=[99])])
     table, _, skips, _ = build_annotation_table(tmp_path, ["train"], AnnotationLimits())
     assert table["task_id"].to_pylist() == ["1__99"]
     assert dict(skips.counts) == {reason: 1}
@@ -72,8 +63,8 @@ def test_bad_tasks_are_counted_skips(tmp_path, task, reason):
 def test_image_records_claiming_huge_sizes_are_skipped(tmp_path):
     images = IMAGES + [{"image_id": 3, "width": 2**31, "height": 1, "split": "train"},
                        {"image_id": 4, "width": 20000, "height": 20000, "split": "train"}]
-    _write(tmp_path, images, train=[_task(), _task(task_id="3__1", image_id=3),
-                                    _task(task_id="4__1", image_id=4)])
+    _write(tmp_path, images, train=[make_task(), make_task(task_id="3__1", image_id=3),
+                                    make_task(task_id="4__1", image_id=4)])
     table, used, skips, _ = build_annotation_table(tmp_path, ["train"], max_pixels=40_000_000)
     assert table["task_id"].to_pylist() == ["1__10"] and list(used) == [1]
     assert skips.counts["image_too_large"] == 2
@@ -83,8 +74,8 @@ def test_image_records_claiming_huge_sizes_are_skipped(tmp_path):
 def test_deeply_nested_record_is_a_skip_in_bounded_memory(tmp_path):
     """82 KB of polygons nested 30,000 deep took 2.2 GB in ijson's item builder."""
     deep = "[" * 30000 + "[0.0, 1.0]" + "]" * 30000
-    bad = json.dumps(_task(task_id="1__1")).replace('"Polygons": [', '"Polygons": [' + deep + ", ", 1)
-    _write(tmp_path, IMAGES, train="[" + bad + ", " + json.dumps(_task()) + "]")
+    bad = json.dumps(make_task(task_id="1__1")).replace('"Polygons": [', '"Polygons": [' + deep + ", ", 1)
+    _write(tmp_path, IMAGES, train="[" + bad + ", " + json.dumps(make_task()) + "]")
     # VmHWM: this process's peak (ru_maxrss would include the forking test process's).
     code = ("import json, re, sys; from pathlib import Path\n"
             "from schemas.config import AnnotationLimits\n"
