@@ -232,6 +232,46 @@ class LutsConfig(_Strict):
         return list(left_out(tuple(str(d) for d in self.user_dirs), self.exclude_technical))
 
 
+class CaptionsConfig(_Strict):
+    # true: every image gets BLIP captions and CLIP embeddings (the weights must be
+    # present, else the run stops before any work); false: those columns stay null;
+    # "auto": on when the weights are present, else off (and the run and card say so).
+    enabled: bool | Literal["auto"] = "auto"
+    # A Hugging Face id (from the local cache; "@rev" pins a revision) or a folder
+    # written by save_pretrained (model + processor). BLIP-large: the captioner LAION-COCO
+    # used; "Salesforce/blip-image-captioning-base" is the light option.
+    blip_model: str = "Salesforce/blip-image-captioning-large"
+    # open_clip NAME/TAG, hf-hub:ORG/REPO or local-dir:DIR. ViT-L-14 DataComp-XL: among
+    # the best L/14 re-rankers in open_clip's table (COCO retrieval .545 vs OpenAI's
+    # ~.46), plain GELU (no QuickGELU mismatch to get wrong), 768-d; trained on public
+    # data. "ViT-B-32/laion2b_s34b_b79k" (512-d) is the light option.
+    clip_model: str = "ViT-L-14/datacomp_xl_s13b_b90k"
+    # k candidates per image by nucleus sampling (BLIP's CapFilt recipe), plus one beam
+    # search caption; CLIP picks the best. LAION-COCO sampled 40; 8 keeps the GPU cost low.
+    candidates: int = Field(8, ge=1, le=64)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    num_beams: int = Field(3, ge=1, le=16)
+    # BLIP's recommended lengths (tokens, prompt included) and prompt (stripped from the
+    # output: it is not part of the caption).
+    min_length: int = Field(5, ge=0, le=64)
+    max_length: int = Field(20, ge=4, le=128)
+    prompt: str = "a picture of "
+    # "auto": CUDA when present, else CPU. bf16 on the GPU (fp16 with precision=float16),
+    # fp32 on the CPU, whatever precision says there.
+    device: str = "auto"
+    precision: Literal["bfloat16", "float16"] = "bfloat16"
+    # Images per generate call (halved and retried on CUDA out-of-memory, logged), and
+    # worker processes that decode and preprocess ahead of the model.
+    batch_size: int = Field(32, ge=1, le=4096)
+    workers: int = Field(2, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "CaptionsConfig":
+        if self.min_length >= self.max_length:
+            raise ValueError("min_length must be < max_length")
+        return self
+
+
 class ShardsConfig(_Strict):
     # ~1,000 images -> ~9,000 rows per shard keeps Prefect at a few hundred task runs.
     images_per_shard: int = Field(1000, ge=1)
@@ -258,6 +298,7 @@ class RunConfig(_Strict):
     masks: MaskConfig = MaskConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
     luts: LutsConfig = LutsConfig()
+    captions: CaptionsConfig = CaptionsConfig()
     shards: ShardsConfig = ShardsConfig()
     runner: RunnerConfig = RunnerConfig()
 
@@ -283,6 +324,9 @@ class RunConfig(_Strict):
         # User LUT folders matter by content: the library version in every output
         # covers them; their paths do not change bytes.
         data["luts"].pop("user_dirs")
+        # Captions matter by content: a shard's inputs digest covers the caption and
+        # phrase-embedding parts it joined (their own digests cover models and settings).
+        data.pop("captions")
         return data
 
     def config_hash(self) -> str:

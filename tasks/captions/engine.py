@@ -1,0 +1,178 @@
+"""The models at work: BLIP candidates (seeded nucleus sampling + one beam caption) and
+CLIP embeddings, on batches of preprocessed images.
+
+BLIP is run as ``BlipForConditionalGeneration.generate`` runs it (vision encoder once per
+image, then the text decoder's ``generate`` over the image tokens), with one change:
+sampling draws from per-image random streams (config seed + image id + candidate), so a
+caption does not depend on which images share its batch or on the global RNG. The
+draw is a logits processor that applies top-p and picks the token by inverse CDF with
+the stream's next uniform; greedy decoding then follows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+import tasks.torch_compat  # noqa: F401  (before torchvision / open_clip / BLIP imports)
+from tasks.captions.models import BlipSource, ClipSource, resolve_blip, resolve_clip
+
+log = logging.getLogger("phraseharmony.captions")
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def precision_of(device: torch.device, precision: str) -> torch.dtype:
+    # Half precision on the GPU; fp32 on the CPU (no bf16 hardware here: bf16 is slower).
+    return getattr(torch, precision) if device.type == "cuda" else torch.float32
+
+
+@dataclass
+class Models:
+    blip: object
+    blip_processor: object
+    clip: object
+    clip_preprocess: object
+    clip_tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    blip_source: BlipSource
+    clip_source: ClipSource
+    embed_dim: int
+
+    @property
+    def precision_kind(self) -> str:
+        """What besides the weights decides the numbers: device type and dtype."""
+        return f"{self.device.type}:{str(self.dtype).removeprefix('torch.')}"
+
+
+@lru_cache(maxsize=2)
+def load_models(blip_spec: str, clip_spec: str, device_setting: str, precision: str) -> Models:
+    """Both models on the device, eval mode; cached per process (a worker loads once)."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    blip_source, clip_source = resolve_blip(blip_spec), resolve_clip(clip_spec)
+    device = pick_device(device_setting)
+    dtype = precision_of(device, precision)
+    blip = BlipForConditionalGeneration.from_pretrained(blip_source.path, local_files_only=True, dtype=dtype)
+    processor = BlipProcessor.from_pretrained(blip_source.path, local_files_only=True)
+    clip, preprocess, tokenizer = _load_clip(clip_source)
+    clip = clip.to(device=device, dtype=dtype).eval()
+    embed_dim = int(clip.text_projection.shape[1]) if hasattr(clip, "text_projection") else None
+    if embed_dim is None:
+        with torch.no_grad():
+            embed_dim = int(clip.encode_text(tokenizer(["a"]).to(device)).shape[-1])
+    return Models(blip.to(device).eval(), processor, clip, preprocess, tokenizer, device, dtype,
+                  blip_source, clip_source, embed_dim)
+
+
+def _load_clip(source: ClipSource):
+    import open_clip
+
+    if source.weights is None:  # local-dir: (or a cached hf-hub snapshot)
+        model, preprocess = open_clip.create_model_from_pretrained(source.name)
+        return model, preprocess, open_clip.get_tokenizer(source.name)
+    kwargs = {f"image_{k}": v for k, v in source.preprocess.items()}
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        source.name, pretrained=str(source.weights), force_quick_gelu=source.quick_gelu,
+        require_pretrained=True, **kwargs)
+    return model, preprocess, open_clip.get_tokenizer(source.name)
+
+
+class SeededNucleus:
+    """A logits processor: top-p over each row's distribution, then the token whose CDF
+    interval holds the row's next uniform; every other score becomes -inf, so greedy
+    decoding takes exactly that token. ``uniforms``: (rows, steps) on the device."""
+
+    def __init__(self, uniforms: torch.Tensor, top_p: float, prompt_len: int):
+        self.uniforms, self.top_p, self.prompt_len = uniforms, top_p, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = min(input_ids.shape[1] - self.prompt_len, self.uniforms.shape[1] - 1)
+        probs = torch.softmax(scores.float(), dim=-1)
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        before = sorted_p.cumsum(dim=-1) - sorted_p
+        kept = torch.where(before < self.top_p, sorted_p, torch.zeros_like(sorted_p))
+        cdf = kept.cumsum(dim=-1)
+        target = (self.uniforms[:, step] * cdf[:, -1]).unsqueeze(1)
+        pick = torch.searchsorted(cdf, target).clamp_(max=cdf.shape[1] - 1)
+        token = order.gather(1, pick)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, token, 0.0)
+
+
+def sample_uniforms(seed: int, image_ids: list[int], k: int, steps: int) -> np.ndarray:
+    """(len(image_ids) * k, steps) uniforms: one stream per (seed, image, candidate)."""
+    return np.stack([np.random.default_rng([seed, int(i), j]).random(steps)
+                     for i in image_ids for j in range(k)])
+
+
+def strip_prompt(text: str, prompt: str) -> str:
+    text, head = text.strip(), prompt.strip()
+    if head and text.lower().startswith(head.lower()):
+        text = text[len(head):]
+    return text.strip()
+
+
+@torch.no_grad()
+def caption_batch(models: Models, pixels: torch.Tensor, image_ids: list[int], cfg, seed: int
+                  ) -> list[tuple[list[str], str]]:
+    """Per image: (k sampled candidates, the beam caption), prompt stripped; a candidate
+    that is empty after stripping is returned as "" (the caller drops and counts it)."""
+    blip, tok = models.blip, models.blip_processor.tokenizer
+    n, k = len(image_ids), cfg.candidates
+    image_embeds = blip.vision_model(pixel_values=pixels.to(models.device, models.dtype))[0]
+    prompt = tok([cfg.prompt] * n, return_tensors="pt").input_ids.to(models.device)
+    prompt[:, 0] = blip.config.text_config.bos_token_id
+    prompt = prompt[:, :-1]  # drop [SEP], as BLIP's own generate does
+    common = {"eos_token_id": blip.config.text_config.sep_token_id,
+              "pad_token_id": blip.config.text_config.pad_token_id,
+              "max_length": cfg.max_length, "min_length": cfg.min_length}
+
+    def run(embeds, ids, **kwargs):
+        mask = torch.ones(embeds.shape[:-1], dtype=torch.long, device=embeds.device)
+        return blip.text_decoder.generate(input_ids=ids, encoder_hidden_states=embeds,
+                                          encoder_attention_mask=mask, **common, **kwargs)
+
+    uniforms = torch.from_numpy(sample_uniforms(seed, image_ids, k, cfg.max_length)).to(models.device)
+    sampled = run(image_embeds.repeat_interleave(k, dim=0), prompt.repeat_interleave(k, dim=0),
+                  do_sample=False, num_beams=1,
+                  logits_processor=[SeededNucleus(uniforms, cfg.top_p, prompt.shape[1])])
+    beam = run(image_embeds, prompt, do_sample=False, num_beams=cfg.num_beams)
+    sampled_text = [strip_prompt(t, cfg.prompt) for t in tok.batch_decode(sampled, skip_special_tokens=True)]
+    beam_text = [strip_prompt(t, cfg.prompt) for t in tok.batch_decode(beam, skip_special_tokens=True)]
+    return [(sampled_text[i * k:(i + 1) * k], beam_text[i]) for i in range(n)]
+
+
+@torch.no_grad()
+def embed_images(models: Models, pixels: torch.Tensor) -> torch.Tensor:
+    out = models.clip.encode_image(pixels.to(models.device, models.dtype), normalize=True)
+    return _finite(models, out.float())
+
+
+@torch.no_grad()
+def embed_texts(models: Models, texts: list[str], batch: int = 512) -> torch.Tensor:
+    parts = []
+    for start in range(0, len(texts), batch):
+        tokens = models.clip_tokenizer(texts[start:start + batch]).to(models.device)
+        parts.append(models.clip.encode_text(tokens, normalize=True).float())
+    out = torch.cat(parts) if parts else torch.empty(0, models.embed_dim, device=models.device)
+    return _finite(models, out)
+
+
+def _finite(models: Models, emb: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(emb).all():
+        raise FloatingPointError(f"CLIP model {models.clip_source.spec} produced non-finite "
+                                 f"embeddings on {models.precision_kind}")
+    # Re-normalised in float32: the stored float16 vectors then have norm 1 within 1e-3.
+    return torch.nn.functional.normalize(emb, dim=-1)

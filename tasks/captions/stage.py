@@ -1,0 +1,255 @@
+"""Stage: captions and CLIP embeddings, per image and per phrase, one part per shard.
+
+Per part: images are decoded and preprocessed in DataLoader worker processes (OpenCV,
+EXIF ignored, then BLIP's and CLIP's own preprocessing) while the models run batches;
+BLIP gives k sampled candidates and a beam caption per image (image encoded once),
+CLIP embeds the photo and every candidate and the best cosine wins; every phrase of
+the part gets its CLIP text embedding. A CUDA out-of-memory error halves the batch and
+goes on. Parts whose markers are current are not touched; a changed CLIP re-ranks from
+the stored candidates without BLIP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import torch
+
+import tasks.torch_compat  # noqa: F401
+from tasks.captions import engine
+from tasks.captions.models import ModelMissing, check_models, resolve_blip, resolve_clip
+from tasks.captions.store import (
+    CAPTION_SCHEMA,
+    CAPTIONS_DIR,
+    PHRASE_SCHEMA,
+    PHRASES_DIR,
+    current_marker,
+    digest,
+    part_path,
+    read_part,
+    write_part,
+)
+from tasks.downloader import image_path
+from tasks.shard_plan import image_token
+
+log = logging.getLogger("phraseharmony.captions")
+Progress = Callable[[int], None]
+
+
+def captions_enabled(cfg) -> tuple[bool, str]:
+    """Whether this run makes captions, and a line saying why (or why not). With
+    ``enabled: true`` and weights missing this raises before any work."""
+    setting = cfg.captions.enabled
+    if setting is False:
+        return False, "captions off (captions.enabled: false)"
+    problems = check_models(cfg.captions)
+    if not problems:
+        return True, f"captions on: BLIP {cfg.captions.blip_model}, CLIP {cfg.captions.clip_model}"
+    if setting is True:
+        raise ModelMissing("; ".join(problems))
+    return False, "captions off (captions.enabled: auto, weights not found): " + "; ".join(problems)
+
+
+def device_kind(cfg) -> str:
+    device = engine.pick_device(cfg.captions.device)
+    return f"{device.type}:{str(engine.precision_of(device, cfg.captions.precision)).removeprefix('torch.')}"
+
+
+def part_digests(cfg, image_ids, ledger, phrases: list[tuple[str, str]]) -> dict[str, str]:
+    """What each output of a part is made from (see ``store``)."""
+    c, kind = cfg.captions, device_kind(cfg)
+    blip_id, clip_id = resolve_blip(c.blip_model).identity, resolve_clip(c.clip_model).identity
+    blip = digest("blip", blip_id, c.candidates, c.top_p, c.num_beams, c.min_length, c.max_length,
+                  c.prompt, cfg.seed, kind, [(i, image_token(ledger.get(i))) for i in image_ids])
+    return {"blip": blip, "clip": digest("clip", blip, clip_id, kind),
+            "phrases": digest("phrases", clip_id, kind, sorted(phrases))}
+
+
+class _Images(torch.utils.data.Dataset):
+    """Decoded and preprocessed images for BLIP and/or CLIP (run in loader workers)."""
+
+    def __init__(self, images_dir, image_ids, blip_processor, clip_preprocess):
+        self.images_dir, self.image_ids = images_dir, list(image_ids)
+        self.blip_processor, self.clip_preprocess = blip_processor, clip_preprocess
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        image_id = self.image_ids[i]
+        try:
+            data = np.frombuffer(image_path(self.images_dir, image_id).read_bytes(), np.uint8)
+        except OSError:
+            return image_id, None, None
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if bgr is None:
+            return image_id, None, None
+        pil = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        blip = (self.blip_processor(pil, return_tensors="pt").pixel_values[0]
+                if self.blip_processor is not None else None)
+        return image_id, blip, self.clip_preprocess(pil)
+
+
+def _collate(items):
+    ok = [it for it in items if it[2] is not None]
+    failed = [it[0] for it in items if it[2] is None]
+    ids = [it[0] for it in ok]
+    blip = torch.stack([it[1] for it in ok]) if ok and ok[0][1] is not None else None
+    clip = torch.stack([it[2] for it in ok]) if ok else None
+    return ids, blip, clip, failed
+
+
+def _loader(cfg, image_ids, models, with_blip: bool):
+    c = cfg.captions
+    dataset = _Images(cfg.images_dir, image_ids,
+                      models.blip_processor.image_processor if with_blip else None, models.clip_preprocess)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=c.batch_size, num_workers=c.workers, collate_fn=_collate,
+        prefetch_factor=4 if c.workers else None, pin_memory=models.device.type == "cuda")
+
+
+def rank(models, image_emb: torch.Tensor, candidates: list[list[str]]):
+    """Per image, its candidates as (text, cosine with the photo, index into the flat text
+    embeddings), best first (ties: generation order); and the flat text embeddings."""
+    flat = [t for texts in candidates for t in texts]
+    text_emb = engine.embed_texts(models, flat)
+    out, start = [], 0
+    for i, texts in enumerate(candidates):
+        scores = (text_emb[start:start + len(texts)] @ image_emb[i]).tolist()
+        order = sorted(range(len(texts)), key=lambda j: (-scores[j], j))
+        out.append([(texts[j], scores[j], start + j) for j in order])
+        start += len(texts)
+    return out, text_emb
+
+
+def _candidates(sampled: list[str], beam: str, skips: Counter) -> list[str]:
+    """Non-empty, unique candidates (sampled first, then the beam caption)."""
+    seen, out = set(), []
+    for text in [*sampled, beam]:
+        if not text:
+            skips["empty_candidate"] += 1
+        elif text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def _with_oom_halving(fn, ids, *tensors):
+    """fn(ids, *tensors) -> list; on CUDA out-of-memory, the two halves one after the other."""
+    try:
+        return fn(ids, *tensors)
+    except torch.cuda.OutOfMemoryError:
+        if len(ids) <= 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(ids) // 2
+        log.warning("CUDA out of memory on a batch of %d images: going on with %d and %d",
+                    len(ids), half, len(ids) - half)
+        return (_with_oom_halving(fn, ids[:half], *(t[:half] if t is not None else None for t in tensors))
+                + _with_oom_halving(fn, ids[half:], *(t[half:] if t is not None else None for t in tensors)))
+
+
+def caption_images(cfg, models, image_ids, stored: dict[int, tuple[list[str], str]] | None,
+                   progress: Progress | None = None) -> tuple[pa.Table, Counter]:
+    """The captions table for ``image_ids``. ``stored``: image id -> (candidates, beam)
+    from a part whose BLIP digest still holds (then only CLIP runs)."""
+    skips: Counter = Counter()
+    rows: list[dict[str, Any]] = []
+
+    def one_batch(ids, blip_px, clip_px):
+        if stored is None:
+            generated = engine.caption_batch(models, blip_px, ids, cfg.captions, cfg.seed)
+            cands = [(_candidates(s, b, skips), b) for s, b in generated]
+        else:
+            cands = [stored[i] for i in ids]
+        image_emb = engine.embed_images(models, clip_px)
+        ranked, text_emb = rank(models, image_emb, [c for c, _ in cands])
+        out = []
+        for i, image_id in enumerate(ids):
+            if not ranked[i]:
+                skips["no_candidate"] += 1
+                continue
+            best, score, at = ranked[i][0]
+            out.append({"image_id": image_id, "caption": best,
+                        "caption_candidates": [{"text": t, "clip_score": s} for t, s, _ in ranked[i]],
+                        "caption_clip_score": score, "beam_caption": cands[i][1],
+                        "candidates_generated": cands[i][0],
+                        "clip_image": image_emb[i].half().tolist(),
+                        "clip_caption": text_emb[at].half().tolist()})
+        return out
+
+    done = 0
+    for ids, blip_px, clip_px, failed in _loader(cfg, image_ids, models, with_blip=stored is None):
+        for _ in failed:
+            skips["image_unreadable"] += 1
+        if ids:
+            rows.extend(_with_oom_halving(one_batch, ids, blip_px, clip_px))
+        done += len(ids) + len(failed)
+        if progress:
+            progress(done)
+    rows.sort(key=lambda r: r["image_id"])
+    return pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA), skips
+
+
+def embed_phrases(models, phrases: list[tuple[str, str]]) -> pa.Table:
+    phrases = sorted(phrases)
+    emb = engine.embed_texts(models, [p for _, p in phrases]).half().tolist()
+    return pa.Table.from_pylist([{"task_id": t, "clip_phrase": e} for (t, _), e in zip(phrases, emb)],
+                                schema=PHRASE_SCHEMA)
+
+
+def caption_part(cfg, split: str, index: int, image_ids, ledger, phrases: list[tuple[str, str]],
+                 may_publish=lambda: True, progress: Progress | None = None) -> dict[str, Any]:
+    """Bring one part's captions and phrase embeddings up to date. Returns what was done
+    (captions: current | reranked | captioned; phrases: current | embedded) and the
+    two markers."""
+    out, c = cfg.out_dir, cfg.captions
+    digests = part_digests(cfg, image_ids, ledger, phrases)
+    cap = current_marker(out, CAPTIONS_DIR, split, index)
+    phr = current_marker(out, PHRASES_DIR, split, index)
+    done = {"captions": "current", "phrases": "current"}
+    usable = [i for i in image_ids if (ledger.get(i) or {}).get("status") == "ok"]
+    not_ok = Counter(f"image_{(ledger.get(i) or {}).get('status', 'pending')}" for i in image_ids
+                     if i not in set(usable))
+    need_caps = cap is None or cap["digests"] != {k: digests[k] for k in ("blip", "clip")}
+    need_phr = phr is None or phr["digests"] != {"phrases": digests["phrases"]}
+    if need_caps or need_phr:
+        models = engine.load_models(c.blip_model, c.clip_model, c.device, c.precision)
+        meta = {"blip_model": models.blip_source.identity, "clip_model": models.clip_source.identity,
+                "clip_dim": str(models.embed_dim), "device": models.precision_kind,
+                "decoding": _decoding(cfg)}
+    if need_caps:
+        stored = None
+        if cap is not None and cap["digests"].get("blip") == digests["blip"]:
+            stored = _stored_candidates(part_path(out, CAPTIONS_DIR, split, index))
+        done["captions"] = "reranked" if stored is not None else "captioned"
+        table, skips = caption_images(cfg, models, usable, stored, progress)
+        skips.update(not_ok)
+        cap = write_part(out, CAPTIONS_DIR, split, index, table, meta,
+                         {"blip": digests["blip"], "clip": digests["clip"]},
+                         dict(sorted(skips.items())), may_publish)
+    if need_phr:
+        phr = write_part(out, PHRASES_DIR, split, index, embed_phrases(models, phrases), meta,
+                         {"phrases": digests["phrases"]}, {}, may_publish)
+        done["phrases"] = "embedded"
+    return {**done, "captions_marker": cap, "phrases_marker": phr}
+
+
+def _stored_candidates(path) -> dict[int, tuple[list[str], str]] | None:
+    table = read_part(path, ["image_id", "candidates_generated", "beam_caption"])
+    if table is None:
+        return None
+    return {r["image_id"]: (r["candidates_generated"], r["beam_caption"]) for r in table.to_pylist()}
+
+
+def _decoding(cfg) -> str:
+    c = cfg.captions
+    return (f"k={c.candidates} top_p={c.top_p} beams={c.num_beams} min_length={c.min_length} "
+            f"max_length={c.max_length} prompt={c.prompt!r} seed={cfg.seed}")

@@ -1,0 +1,72 @@
+"""Randomly initialised BLIP and open_clip models built through the real classes and saved
+to folders the way a user's would be (``save_pretrained``; open_clip's local-dir layout).
+``tiny`` for the tests; the benchmark builds the real architectures at full size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tasks.torch_compat  # noqa: F401
+import torch
+
+WORDS = ("a picture of the man woman dog cat red blue green white black small large "
+         "on in with and near street table car tree sky grass water person sitting standing "
+         "holding wearing shirt hat bus train plate food building window road field").split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+
+
+def make_blip(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """A BLIP captioner (model + processor) saved with save_pretrained."""
+    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration,
+                              BlipImageProcessor, BlipProcessor)
+
+    torch.manual_seed(seed)
+    if size == "tiny":
+        vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
+        tok = BertTokenizer(vocab=vocab, bos_token="[DEC]")
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      image_size=224, patch_size=16)
+        text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, encoder_hidden_size=32)
+        image_size = 224
+    else:  # BLIP-large's architecture (ViT-L/16 at 384, BERT-base decoder), random weights
+        vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
+        vocab.update({f"w{i}": len(vocab) + i for i in range(30524 - len(vocab))})
+        tok = BertTokenizer(vocab=vocab, bos_token="[DEC]")
+        vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                      num_attention_heads=16, image_size=384, patch_size=16)
+        text = dict(vocab_size=len(tok), encoder_hidden_size=1024)
+        image_size = 384
+    text.update(bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+                sep_token_id=tok.sep_token_id, eos_token_id=tok.sep_token_id)
+    model = BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=text))
+    processor = BlipProcessor(BlipImageProcessor(size={"height": image_size, "width": image_size}), tok)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def make_clip(folder: Path, size: str = "tiny", seed: int = 0) -> str:
+    """An open_clip model in the local-dir layout; returns its ``local-dir:`` spec."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    if size == "tiny":
+        model_cfg = {"embed_dim": 32,
+                     "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 16},
+                     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64,
+                                  "heads": 2, "layers": 2}}
+    else:
+        model_cfg = open_clip.get_model_config(size)
+    model = open_clip.CLIP(**model_cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711]}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              folder / "open_clip_model.safetensors")
+    return f"local-dir:{folder}"
