@@ -23,12 +23,14 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
+from flows.caption_stage import caption_stage
 from flows.runners import make_task_runner
 from flows.stages import acquire_task, artifact_key, build_shard_task, ingest_task
 from schemas.config import RunConfig, load_config
 from schemas.errors import UserError
 from tasks.annotations import SkipLog
 from tasks.build_state import dataset_summary, shard_state
+from tasks.captions.stage import captions_enabled
 from tasks.card import write_card, write_preview
 from tasks.files import exclusive, revoke
 from tasks.ledger import read_ledger
@@ -52,7 +54,7 @@ class BuildInterrupted(Exception):
 
 
 def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], ledger: dict[int, dict],
-                      token: str, logger) -> list[dict[str, Any]]:
+                      token: str, logger, captions: bool = False) -> list[dict[str, Any]]:
     """Build shards on the configured task runner, reporting each as it finishes.
 
     The runner is used directly (not as a subflow) so the per-image ledger rows travel
@@ -64,7 +66,7 @@ def synthesize_shards(cfg: RunConfig, specs: list[ShardSpec], ledger: dict[int, 
     with make_task_runner(cfg.runner) as runner:
         futures = [
             runner.submit(build_shard_task, parameters={
-                "cfg": cfg, "spec": spec, "token": token,
+                "cfg": cfg, "spec": spec, "token": token, "captions": captions,
                 "ledger": {i: ledger[i] for i in spec.image_ids if i in ledger}})
             for spec in specs
         ]
@@ -152,6 +154,9 @@ def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
     _say_what_config_changes(cfg, logger)
     for problem in cfg.luts.left_out():
         logger.warning("LUT left out of the library: %s", problem)
+    # Before any work: `captions.enabled: true` with weights missing stops here.
+    captions_on, why = captions_enabled(cfg)
+    (logger.info if captions_on or cfg.captions.enabled is False else logger.warning)(why)
     ingested = ingest_task(cfg)
     images = ingested["images"]
     logger.info("annotations: %d phrase tasks over %d images%s", ingested["rows"], len(images),
@@ -160,7 +165,8 @@ def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
     logger.info("images: %s", dict(sorted(counts.items())))
     ledger = read_ledger(cfg.images_dir)
 
-    state = shard_state(cfg, ledger, verify)
+    extras = caption_stage(cfg, captions_on, ledger, token, logger)
+    state = shard_state(cfg, ledger, verify, extras)
     removed = remove_stale(cfg.out_dir, state.specs)
     if removed:
         logger.info("removed %d file(s) the plan no longer has or a killed run left: %s",
@@ -169,7 +175,7 @@ def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
     if state.pending:
         logger.info("%d of %d shards to build on %s", len(state.pending), len(state.specs),
                     cfg.runner.kind)
-        for marker in synthesize_shards(cfg, state.pending, ledger, token, logger):
+        for marker in synthesize_shards(cfg, state.pending, ledger, token, logger, captions_on):
             done[marker["shard"]] = marker
     elif not state.waiting:
         logger.info("all %d shards complete: nothing to build", len(state.specs))

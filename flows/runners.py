@@ -34,7 +34,8 @@ def make_task_runner(cfg: RunnerConfig) -> TaskRunner:
 
     if cfg.dask_address:
         return DaskTaskRunner(address=cfg.dask_address)
-    kwargs = {"processes": True, "threads_per_worker": 1, "dashboard_address": None}
+    kwargs = {"processes": True, "threads_per_worker": 1, "dashboard_address": None,
+              "resources": {cfg.gpu_resource: 1}}
     if cfg.max_workers:
         kwargs["n_workers"] = cfg.max_workers
     return DaskTaskRunner(cluster_kwargs=kwargs)

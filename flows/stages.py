@@ -46,16 +46,32 @@ def acquire(cfg, records: list[dict[str, Any]]) -> Counter:
     return acquire_records(cfg, records, progress)
 
 
-def build_shard_or_stop(cfg, spec, ledger, token=None):
+def build_shard_or_stop(cfg, spec, ledger, token=None, captions=False):
     """A shard, or a Cancelled task run when its build was cancelled (Ctrl-C) or lost
     the folder: nothing was published, and that is not a failure of the shard."""
     try:
-        return build_shard(cfg, spec, ledger, token)
+        return build_shard(cfg, spec, ledger, token, captions)
     except ShardStopped as exc:
         return Cancelled(message=str(exc))
 
 
+def caption_part_or_stop(cfg, split, index, image_ids, ledger, phrases, token=None):
+    """One caption part (see ``tasks.captions.stage.caption_part``); its writes check the
+    folder token like shards do."""
+    from tasks.captions.stage import caption_part
+    from tasks.captions.store import PartStopped
+    from tasks.files import still_owner
+
+    try:
+        return caption_part(cfg, split, index, image_ids, ledger, phrases,
+                            may_publish=lambda: still_owner(cfg.out_dir, token))
+    except PartStopped as exc:
+        return Cancelled(message=str(exc))
+
+
 ingest_task = task(name="ingest-annotations", **_plain)(ingest)
+caption_part_task = task(name="caption-part", task_run_name="caption-part-{split}-{index}",
+                         **_plain)(caption_part_or_stop)
 acquire_task = task(name="acquire-images", **_plain)(acquire)
 # One task run per shard (never per sample): a few hundred runs for the full dataset.
 build_shard_task = task(name="build-shard", task_run_name="build-shard-{spec.split}-{spec.index}",

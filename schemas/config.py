@@ -287,6 +287,10 @@ class RunnerConfig(_Strict):
     kind: Literal["threads", "processes", "dask"] = "threads"
     max_workers: int | None = Field(None, ge=1)
     dask_address: str | None = None
+    # Under Dask, caption tasks require one unit of this worker resource: start GPU
+    # workers with `--resources GPU=1` and captions go to them, synthesis anywhere. The
+    # LocalCluster we start ourselves declares one, so the same flow runs locally.
+    gpu_resource: str = "GPU"
 
 
 class RunConfig(_Strict):

@@ -1,17 +1,20 @@
-"""Arrow schema of one shard row (one training triple), version 1.
+"""Arrow schema of one shard row (one training triple), version 2.
 
-Column groups follow DESIGN.md. Caption and embedding columns exist from v1 so that
-later stages fill them without a schema change; until then they are null.
+Column groups follow DESIGN.md. v2: ``caption_candidates`` became (text, CLIP score)
+structs, best first, and the caption and embedding columns are filled by the captions
+stage (null when it is off). The CLIP model id and embedding width are in each file's
+metadata (``phraseharmony.clip_model``, ``phraseharmony.clip_dim``).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _relation = pa.list_(pa.list_(pa.string()))
 _embedding = pa.list_(pa.float16())
+_candidate = pa.struct([("text", pa.string()), ("clip_score", pa.float32())])
 
 FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     # identity
@@ -24,10 +27,14 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("phrase_name", pa.string(), False, "head noun (phrase_structure.name)"),
     ("phrase_attributes", pa.list_(pa.string()), False, "phrase_structure.attributes"),
     ("phrase_relations", _relation, False, "phrase_structure.relation_descriptions"),
-    ("caption", pa.string(), True, "best BLIP caption after CLIP re-ranking"),
-    ("caption_candidates", pa.list_(pa.string()), True, "all BLIP candidates"),
-    ("caption_clip_score", pa.float32(), True, "CLIP score of the chosen caption"),
-    ("caption_model", pa.string(), True, "captioner id"),
+    ("caption", pa.string(), True,
+     "the photo's BLIP caption that CLIP scored best (prompt stripped); same for every row of a photo"),
+    ("caption_candidates", pa.list_(_candidate), True,
+     "every distinct BLIP candidate (k nucleus samples + the beam caption) with its CLIP score "
+     "(cosine of the photo's and the text's embeddings), best first"),
+    ("caption_clip_score", pa.float32(), True, "the chosen caption's CLIP score"),
+    ("caption_model", pa.string(), True,
+     "BLIP id@revision; CLIP name@revision; decoding settings; device and precision"),
     # pixels
     ("target", pa.binary(), False, "JPEG: the real (or SSH-graded) image"),
     ("composite", pa.binary(), False, "JPEG: the target with its foreground recoloured"),
@@ -53,9 +60,11 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("psnr", pa.float32(), False, "10*log10(255^2/MSE)"),
     ("delta_e", pa.float32(), False, "mean CIEDE2000 over foreground pixels"),
     # embeddings (L2-normalised; model id in file metadata)
-    ("clip_image", _embedding, True, "CLIP image embedding of the target"),
-    ("clip_phrase", _embedding, True, "CLIP text embedding of the phrase"),
-    ("clip_caption", _embedding, True, "CLIP text embedding of the caption"),
+    ("clip_image", _embedding, True,
+     "CLIP embedding of the source photo (L2-normalised): for re-ranking and filtering only; a "
+     "harmonizer must not be conditioned on it, it was computed from the target"),
+    ("clip_phrase", _embedding, True, "CLIP text embedding of the phrase (L2-normalised)"),
+    ("clip_caption", _embedding, True, "CLIP text embedding of the caption (L2-normalised)"),
 ]
 
 SHARD_SCHEMA = pa.schema(

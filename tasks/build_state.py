@@ -24,13 +24,20 @@ class ShardState:
     waiting: list[ShardSpec] = field(default_factory=list)        # images not settled yet
 
 
-def shard_state(cfg: RunConfig, ledger: dict[int, LedgerRow], verify: bool = False) -> ShardState:
+def is_ready(spec: ShardSpec, ledger: dict[int, LedgerRow]) -> bool:
+    """A shard (and its caption part) is built once all of its images have settled."""
+    return all(ledger.get(i, {}).get("status") in SETTLED for i in spec.image_ids)
+
+
+def shard_state(cfg: RunConfig, ledger: dict[int, LedgerRow], verify: bool = False,
+                extras: dict[str, str] | None = None) -> ShardState:
     """Plan the shards and sort them: current, to build now, or waiting for images
-    that will be retried (a shard is built once all of its images have settled)."""
-    specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg, ledger, cfg.luts.version())
+    that will be retried. ``extras``: the caption parts each shard joins."""
+    specs = plan_shards(read_annotation_table(cfg.annotations_path), cfg, ledger, cfg.luts.version(),
+                        extras)
     state = ShardState(specs)
     for spec in specs:
-        if not all(ledger.get(i, {}).get("status") in SETTLED for i in spec.image_ids):
+        if not is_ready(spec, ledger):
             state.waiting.append(spec)
             continue
         marker = completed_marker(cfg.out_dir, spec, ledger, verify)
@@ -62,7 +69,10 @@ def finished_summary(cfg: RunConfig) -> dict[str, Any] | None:
         ledger = read_ledger(cfg.images_dir)
         if acquisition_pending(cfg, ingested["images"].values(), ledger):
             return None
-        state = shard_state(cfg, ledger)
+        extras = _current_caption_extras(cfg, ledger)
+        if extras is None:
+            return None
+        state = shard_state(cfg, ledger, extras=extras)
     except (OSError, ValueError):
         return None
     if state.pending or state.waiting:
@@ -74,6 +84,29 @@ def finished_summary(cfg: RunConfig) -> dict[str, Any] | None:
     if not all((cfg.out_dir / name).exists() for name in ("README.md", "preview.png")):
         return None
     return dataset_summary(cfg, manifest, built=0)
+
+
+def _current_caption_extras(cfg: RunConfig, ledger) -> dict[str, str] | None:
+    """The caption parts each shard joins when all are current (None: some part, or the
+    captions setting, needs the flow)."""
+    from tasks.captions.plan import CAPTIONS_OFF, caption_extras
+
+    table = read_annotation_table(cfg.annotations_path)
+    specs = plan_shards(table, cfg, ledger, "")
+    if cfg.captions.enabled is False:
+        return {s.name: CAPTIONS_OFF for s in specs}
+    from tasks.captions.models import ModelMissing
+    from tasks.captions.stage import captions_enabled, model_identity
+
+    try:
+        on, _ = captions_enabled(cfg)
+    except ModelMissing:
+        return None
+    if not on:
+        return {s.name: CAPTIONS_OFF for s in specs}
+    extras, todo = caption_extras(cfg, [s for s in specs if is_ready(s, ledger)], ledger, table,
+                                  model_identity(cfg))
+    return None if todo else extras
 
 
 def dataset_summary(cfg: RunConfig, manifest: dict[str, Any], built: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from schemas.config import RunConfig
 from tasks.annotations import SkipLog
+from tasks.captions.join import CaptionJoin
 from tasks.composite import sample_seed, synthesize
 from tasks.masks import degenerate_polygon_count, polygon_problem, stored_mask
 from tasks.references import ReferencePool
@@ -65,9 +66,11 @@ def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Count
 
 def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int], cfg: RunConfig,
               luts, refs: ReferencePool, skips: SkipLog, notes: Counter,
-              tried: dict[int, str] | None = None) -> list[dict[str, Any]]:
+              tried: dict[int, str] | None = None, text: CaptionJoin | None = None) -> list[dict[str, Any]]:
     """``composites_per_task`` rows for one phrase task of an already-resized image.
-    Reference images read go into ``tried`` (image id -> sha256 or "unavailable")."""
+    Reference images read go into ``tried`` (image id -> sha256 or "unavailable");
+    ``text`` holds the image's caption columns and the phrase's CLIP embedding."""
+    text = text or CaptionJoin()
     syn = cfg.synthesis
     mask = task_mask(task, cfg, skips, notes)
     if mask is None:
@@ -90,8 +93,7 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
             "split": task["split"], "phrase": task["phrase"], "phrase_name": task["phrase_name"],
             "phrase_attributes": task["phrase_attributes"],
             "phrase_relations": task["phrase_relations"],
-            "caption": None, "caption_candidates": None, "caption_clip_score": None,
-            "caption_model": None,
+            **text.image_fields(task["image_id"]),
             "target": encode_jpeg(result.target, syn.jpeg_quality),
             "composite": encode_jpeg(result.composite, syn.jpeg_quality),
             "mask": mask_png, "width": syn.size, "height": syn.size,
@@ -100,6 +102,6 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
             "recipe": result.recipe, "lut_fg": result.lut_fg, "lut_bg": result.lut_bg,
             "strength": result.strength, "reference_task_id": result.reference_task_id,
             "seed": seed, **result.metrics,
-            "clip_image": None, "clip_phrase": None, "clip_caption": None,
+            "clip_phrase": text.phrase(task["task_id"]),
         })
     return rows

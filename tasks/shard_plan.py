@@ -75,9 +75,10 @@ def reference_token(row: LedgerRow | None) -> str:
 
 
 def plan_shards(annotations: pa.Table, cfg: RunConfig, ledger: dict[int, LedgerRow],
-                lut_version: str) -> list[ShardSpec]:
+                lut_version: str, extras: dict[str, str] | None = None) -> list[ShardSpec]:
     """Per split, sorted image ids cut into consecutive batches (stable across runs),
-    each with its inputs digest."""
+    each with its inputs digest. ``extras``: shard name -> further inputs (the caption
+    and phrase-embedding parts it joins)."""
     image_ids = annotations.column("image_id").to_pylist()
     splits = annotations.column("split").to_pylist()
     names = annotations.column("phrase_name").to_pylist()
@@ -102,6 +103,8 @@ def plan_shards(annotations: pa.Table, cfg: RunConfig, ledger: dict[int, LedgerR
                     keys.add(f"{splits[row]}\x00{names[row]}")
             for key in sorted(keys & groups.keys()):
                 h.update(groups[key].encode())
+            name = f"{split}-{start // per:05d}"
+            h.update(f"|{(extras or {}).get(name, '')}".encode())
             specs.append(ShardSpec(split, start // per, batch, h.hexdigest()[:20]))
     return specs
 
@@ -166,21 +169,23 @@ def remove_stale(out_dir: Path, specs: list[ShardSpec]) -> list[str]:
     """Delete shards and markers the plan no longer has (an image moved split, a split
     was dropped) and temporary files of killed runs. Only files named as this pipeline
     names them are touched. Returns what was removed (relative paths)."""
-    wanted_shards = {spec.relpath for spec in specs}
-    wanted_markers = {f"_done/{spec.name}.json" for spec in specs}
     removed = []
-    data = out_dir / "data"
-    for path in sorted(data.glob("*/*")) if data.is_dir() else []:
-        rel = path.relative_to(out_dir).as_posix()
-        if (_SHARD_FILE.fullmatch(path.name) and rel not in wanted_shards) or _is_tmp(path):
-            path.unlink(missing_ok=True)
-            removed.append(rel)
-    done = out_dir / "_done"
-    for path in sorted(done.iterdir()) if done.is_dir() else []:
-        rel = path.relative_to(out_dir).as_posix()
-        if (_MARKER_FILE.fullmatch(path.name) and rel not in wanted_markers) or _is_tmp(path):
-            path.unlink(missing_ok=True)
-            removed.append(rel)
+    # Shards (data/, markers in _done/) and the caption parts that mirror them.
+    for parts, done in (("data", "_done"), ("captions", "captions/_done"),
+                        ("phrase_embeddings", "phrase_embeddings/_done")):
+        wanted_parts = {f"{parts}/{spec.split}/part-{spec.index:05d}.parquet" for spec in specs}
+        wanted_markers = {f"{done}/{spec.name}.json" for spec in specs}
+        folder = out_dir / parts
+        for path in sorted(folder.glob("*/*")) if folder.is_dir() else []:
+            rel = path.relative_to(out_dir).as_posix()
+            if (_SHARD_FILE.fullmatch(path.name) and rel not in wanted_parts) or _is_tmp(path):
+                path.unlink(missing_ok=True)
+                removed.append(rel)
+        for path in sorted((out_dir / done).iterdir()) if (out_dir / done).is_dir() else []:
+            rel = path.relative_to(out_dir).as_posix()
+            if (_MARKER_FILE.fullmatch(path.name) and rel not in wanted_markers) or _is_tmp(path):
+                path.unlink(missing_ok=True)
+                removed.append(rel)
     for path in sorted(out_dir.glob(".*.tmp")):   # manifest, card, table writes cut short
         path.unlink(missing_ok=True)
         removed.append(path.name)

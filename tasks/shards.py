@@ -21,6 +21,7 @@ from schemas.config import RunConfig
 from schemas.records import LedgerRow, ShardMarker
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.annotations import SkipLog, read_annotation_table
+from tasks.captions.join import CaptionJoin, load_join
 from tasks.files import sha256_file, still_owner, write_json_atomic
 from tasks.images import load_resized
 from tasks.ledger import OK
@@ -100,12 +101,13 @@ def _may_publish(out_dir: Path, token: str | None) -> bool:
 
 
 def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
-                token: str | None = None) -> ShardMarker:
+                token: str | None = None, captions: bool = False) -> ShardMarker:
     """Write ``spec``'s shard and marker; return the marker (rows, bytes, sha256, stats).
 
     ``ledger`` holds the acquisition rows of the shard's images (status and sha256);
     ``token`` is the folder lock's (``files.exclusive``): nothing is published once the
-    build that issued it has lost the folder.
+    build that issued it has lost the folder. ``captions``: join the shard's caption and
+    phrase-embedding parts (else those columns are null).
     """
     out_dir = cfg.out_dir
     path = out_dir / spec.relpath
@@ -122,12 +124,14 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
     luts = cfg.luts.library()
     skips, notes = SkipLog(), Counter()
     tried: dict[int, str] = {}  # reference image id -> sha256 of what was read
+    text = load_join(out_dir, spec.split, spec.index) if captions else CaptionJoin()
     meta = {"phraseharmony.schema_version": SCHEMA_VERSION,
             "phraseharmony.config_hash": cfg.config_hash(),
             "phraseharmony.code_version": code_version(),
             "phraseharmony.lut_library_version": cfg.luts.version(),
             "phraseharmony.shard": spec.name,
-            "phraseharmony.clip_model": ""}
+            "phraseharmony.clip_model": text.clip_model,
+            "phraseharmony.clip_dim": text.clip_dim}
     writer = ShardWriter(path, meta, cfg)
     try:
         for image_id in spec.image_ids:
@@ -147,7 +151,7 @@ def build_shard(cfg: RunConfig, spec: ShardSpec, ledger: dict[int, LedgerRow],
                 if not _may_publish(out_dir, token):
                     raise ShardStopped(f"{spec.name}: stopped: its build was cancelled or no "
                                        f"longer owns {out_dir}")
-                for row in task_rows(task, img, orig, cfg, luts, refs, skips, notes, tried):
+                for row in task_rows(task, img, orig, cfg, luts, refs, skips, notes, tried, text):
                     writer.add(row)
         total = writer.total_rows + len(writer.rows)
         stats = {"rows": total, "images": len(spec.image_ids), "tasks": mine.num_rows,

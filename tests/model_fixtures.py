@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import tasks.torch_compat  # noqa: F401
 import torch
+
+import tasks.torch_compat  # noqa: F401
 
 WORDS = ("a picture of the man woman dog cat red blue green white black small large "
          "on in with and near street table car tree sky grass water person sitting standing "
@@ -18,8 +19,13 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 
 def make_blip(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
     """A BLIP captioner (model + processor) saved with save_pretrained."""
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration,
-                              BlipImageProcessor, BlipProcessor)
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     torch.manual_seed(seed)
     if size == "tiny":

@@ -60,10 +60,16 @@ def device_kind(cfg) -> str:
     return f"{device.type}:{str(engine.precision_of(device, cfg.captions.precision)).removeprefix('torch.')}"
 
 
-def part_digests(cfg, image_ids, ledger, phrases: list[tuple[str, str]]) -> dict[str, str]:
+def model_identity(cfg) -> tuple[str, str, str]:
+    """(BLIP identity, CLIP identity, device kind): resolved once per run."""
+    c = cfg.captions
+    return resolve_blip(c.blip_model).identity, resolve_clip(c.clip_model).identity, device_kind(cfg)
+
+
+def part_digests(cfg, ident, image_ids, ledger, phrases: list[tuple[str, str]]) -> dict[str, str]:
     """What each output of a part is made from (see ``store``)."""
-    c, kind = cfg.captions, device_kind(cfg)
-    blip_id, clip_id = resolve_blip(c.blip_model).identity, resolve_clip(c.clip_model).identity
+    c = cfg.captions
+    blip_id, clip_id, kind = ident
     blip = digest("blip", blip_id, c.candidates, c.top_p, c.num_beams, c.min_length, c.max_length,
                   c.prompt, cfg.seed, kind, [(i, image_token(ledger.get(i))) for i in image_ids])
     return {"blip": blip, "clip": digest("clip", blip, clip_id, kind),
@@ -205,21 +211,34 @@ def embed_phrases(models, phrases: list[tuple[str, str]]) -> pa.Table:
                                 schema=PHRASE_SCHEMA)
 
 
+def current_parts(cfg, ident, split: str, index: int, image_ids, ledger,
+                  phrases: list[tuple[str, str]]) -> tuple[dict, dict | None, dict | None]:
+    """(digests, captions marker, phrases marker): a marker is None unless its part is
+    whole and its digests are the current ones."""
+    digests = part_digests(cfg, ident, image_ids, ledger, phrases)
+    cap = current_marker(cfg.out_dir, CAPTIONS_DIR, split, index)
+    phr = current_marker(cfg.out_dir, PHRASES_DIR, split, index)
+    if cap is not None and cap["digests"] != {k: digests[k] for k in ("blip", "clip")}:
+        cap = dict(cap, stale=True)
+    if phr is not None and phr["digests"] != {"phrases": digests["phrases"]}:
+        phr = None
+    return digests, cap, phr
+
+
 def caption_part(cfg, split: str, index: int, image_ids, ledger, phrases: list[tuple[str, str]],
-                 may_publish=lambda: True, progress: Progress | None = None) -> dict[str, Any]:
+                 may_publish=lambda: True, progress: Progress | None = None, ident=None) -> dict[str, Any]:
     """Bring one part's captions and phrase embeddings up to date. Returns what was done
     (captions: current | reranked | captioned; phrases: current | embedded) and the
     two markers."""
     out, c = cfg.out_dir, cfg.captions
-    digests = part_digests(cfg, image_ids, ledger, phrases)
-    cap = current_marker(out, CAPTIONS_DIR, split, index)
-    phr = current_marker(out, PHRASES_DIR, split, index)
+    digests, cap, phr = current_parts(cfg, ident or model_identity(cfg), split, index, image_ids,
+                                      ledger, phrases)
     done = {"captions": "current", "phrases": "current"}
     usable = [i for i in image_ids if (ledger.get(i) or {}).get("status") == "ok"]
     not_ok = Counter(f"image_{(ledger.get(i) or {}).get('status', 'pending')}" for i in image_ids
                      if i not in set(usable))
-    need_caps = cap is None or cap["digests"] != {k: digests[k] for k in ("blip", "clip")}
-    need_phr = phr is None or phr["digests"] != {"phrases": digests["phrases"]}
+    need_caps = cap is None or cap.get("stale", False)
+    need_phr = phr is None
     if need_caps or need_phr:
         models = engine.load_models(c.blip_model, c.clip_model, c.device, c.precision)
         meta = {"blip_model": models.blip_source.identity, "clip_model": models.clip_source.identity,
