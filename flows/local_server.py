@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from flows.lifecycle import die_with_parent
 from schemas.errors import UserError
+from tasks.lifecycle import die_with_parent
 
 STARTUP_TIMEOUT_S = 90.0
 

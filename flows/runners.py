@@ -7,8 +7,8 @@ import signal
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from flows.lifecycle import die_with_parent
 from schemas.config import RunnerConfig
+from tasks.lifecycle import die_with_parent
 
 
 def _process_worker_init(parent: int) -> None:

@@ -69,16 +69,17 @@ def finished_summary(cfg: RunConfig) -> dict[str, Any] | None:
         ledger = read_ledger(cfg.images_dir)
         if acquisition_pending(cfg, ingested["images"].values(), ledger):
             return None
-        extras = _current_caption_extras(cfg, ledger)
-        if extras is None:
+        captions = _current_caption_extras(cfg, ledger)
+        if captions is None:
             return None
+        captions_on, extras = captions
         state = shard_state(cfg, ledger, extras=extras)
     except (OSError, ValueError):
         return None
     if state.pending or state.waiting:
         return None
     manifest = build_manifest(cfg, [state.done[s.name] for s in state.specs], ingested["files"],
-                              SkipLog.from_json(ingested["skips"]))
+                              SkipLog.from_json(ingested["skips"]), captions_on)
     if read_manifest_or_none(cfg.out_dir) != manifest:
         return None
     if not all((cfg.out_dir / name).exists() for name in ("README.md", "preview.png")):
@@ -86,15 +87,15 @@ def finished_summary(cfg: RunConfig) -> dict[str, Any] | None:
     return dataset_summary(cfg, manifest, built=0)
 
 
-def _current_caption_extras(cfg: RunConfig, ledger) -> dict[str, str] | None:
-    """The caption parts each shard joins when all are current (None: some part, or the
-    captions setting, needs the flow)."""
+def _current_caption_extras(cfg: RunConfig, ledger) -> tuple[bool, dict[str, str]] | None:
+    """(captions on, the caption parts each shard joins) when all are current (None: some
+    part, or the captions setting, needs the flow)."""
     from tasks.captions.plan import CAPTIONS_OFF, caption_extras
 
     table = read_annotation_table(cfg.annotations_path)
     specs = plan_shards(table, cfg, ledger, "")
     if cfg.captions.enabled is False:
-        return {s.name: CAPTIONS_OFF for s in specs}
+        return False, {s.name: CAPTIONS_OFF for s in specs}
     from tasks.captions.models import ModelMissing
     from tasks.captions.stage import captions_enabled, model_identity
 
@@ -103,10 +104,10 @@ def _current_caption_extras(cfg: RunConfig, ledger) -> dict[str, str] | None:
     except ModelMissing:
         return None
     if not on:
-        return {s.name: CAPTIONS_OFF for s in specs}
+        return False, {s.name: CAPTIONS_OFF for s in specs}
     extras, todo = caption_extras(cfg, [s for s in specs if is_ready(s, ledger)], ledger, table,
                                   model_identity(cfg))
-    return None if todo else extras
+    return None if todo else (True, extras)
 
 
 def dataset_summary(cfg: RunConfig, manifest: dict[str, Any], built: int) -> dict[str, Any]:

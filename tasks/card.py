@@ -39,7 +39,8 @@ def _metric_row(label: str, t: dict[str, np.ndarray], sel: np.ndarray) -> str:
             f"{t['psnr'][sel].mean():.2f} | {t['delta_e'][sel].mean():.2f} |")
 
 
-def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table) -> str:
+def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table,
+                out_dir: Path | None = None) -> str:
     t = {c: stats.column(c).to_numpy(zero_copy_only=False) for c in STAT_COLUMNS}
     splits = sorted(manifest["splits"])
     front = {"configs": [{"config_name": "default", "data_files": [
@@ -70,6 +71,7 @@ def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table) -> st
     hist, _ = np.histogram(t["fg_ratio"], bins=edges)
     for i, n in enumerate(hist):
         lines.append(f"| {edges[i]:.0%}–{edges[i + 1]:.0%} | {int(n)} |")
+    lines += _captions_section(out_dir, manifest)
     lines += _skips_section(manifest)
     lines += _columns_section()
     lines += ["", "## Loading", "", "```python",
@@ -155,6 +157,46 @@ def _skips_section(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _captions_section(out_dir: Path | None, manifest: dict[str, Any]) -> list[str]:
+    """Caption statistics from the captions store (one row per photo)."""
+    info = manifest.get("captions") or {}
+    lines = ["", "## Captions", ""]
+    if not info.get("on"):
+        why = ("turned off (`captions.enabled: false`)" if info.get("setting") is False else
+               f"off: the weights of `{info.get('blip_model')}` and `{info.get('clip_model')}` were "
+               "not found where the build ran (`captions.enabled: auto`; `phraseharmony models "
+               "download` fetches them)")
+        return lines + [f"Captions and CLIP embeddings are {why}: the `caption*` and `clip_*` "
+                        "columns are null."]
+    tables = []
+    for split in sorted(manifest["splits"]):
+        for path in sorted((out_dir / "captions" / split).glob("part-*.parquet")):
+            t = pq.read_table(path, columns=["caption", "caption_clip_score", "beam_caption"])
+            tables.append(t.append_column("split", pa.array([split] * t.num_rows)))
+    if not tables:
+        return lines + ["No captions were made (no readable photo)."]
+    t = pa.concat_tables(tables).to_pydict()
+    scores = np.asarray(t["caption_clip_score"], np.float64)
+    words = np.asarray([len(c.split()) for c in t["caption"]], np.float64)
+    beam_won = np.mean([c == b for c, b in zip(t["caption"], t["beam_caption"])])
+    meta = pq.read_schema(next(p for p in sorted((out_dir / "captions").rglob("part-*.parquet")))).metadata
+    model = {k.decode().removeprefix("phraseharmony."): v.decode() for k, v in meta.items()}
+    lines += [f"Per photo: BLIP `{model.get('blip_model')}` wrote k sampled candidates and one "
+              f"beam caption ({model.get('decoding')}); CLIP `{model.get('clip_model')}` "
+              f"({model.get('clip_dim')}-d, {model.get('device')}) scored each against the photo "
+              "and the best became `caption`.", "",
+              f"- photos captioned: {len(scores)}",
+              f"- CLIP score of the chosen caption: mean {scores.mean():.3f}, std {scores.std():.3f}, "
+              f"min {scores.min():.3f}, max {scores.max():.3f}",
+              f"- caption length: mean {words.mean():.1f} words (std {words.std():.1f})",
+              f"- the beam-search caption won for {beam_won:.0%} of photos", "",
+              "| split | photo's caption | CLIP score |", "|---|---|---|"]
+    for split in sorted(set(t["split"])):
+        picks = [i for i, s in enumerate(t["split"]) if s == split][:3]
+        lines += [f"| {split} | {t['caption'][i]} | {t['caption_clip_score'][i]:.3f} |" for i in picks]
+    return lines
+
+
 def _columns_section() -> list[str]:
     lines = ["", "## Columns", "", "| column | type | meaning |", "|---|---|---|"]
     for name, typ, nullable, doc in FIELDS:
@@ -172,7 +214,7 @@ def _font(size: int) -> ImageFont.ImageFont:
 def pick_preview_rows(out_dir: Path, manifest: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """The first composite of up to ``n`` different images, in manifest order."""
     picked, seen = [], set()
-    cols = ["image_id", "sample_id", "phrase", "recipe", "composite", "target", "mask"]
+    cols = ["image_id", "sample_id", "phrase", "recipe", "caption", "composite", "target", "mask"]
     for shard in manifest["shards"]:
         pf = pq.ParquetFile(out_dir / shard["path"])
         for g in range(pf.num_row_groups):
@@ -186,8 +228,9 @@ def pick_preview_rows(out_dir: Path, manifest: dict[str, Any], n: int) -> list[d
 
 
 def render_preview(rows: list[dict[str, Any]], tile: int = 192) -> Image.Image:
-    """A grid: one line per sample, composite | target | mask, phrase underneath."""
-    pad, text_h = 6, 22
+    """A grid: one line per sample, composite | target | mask, the phrase (and the
+    photo's caption, when there is one) underneath."""
+    pad, text_h = 6, 40 if any(r.get("caption") for r in rows) else 22
     header = 24
     width = 3 * tile + 4 * pad
     height = header + max(1, len(rows)) * (tile + text_h + pad) + pad
@@ -203,6 +246,8 @@ def render_preview(rows: list[dict[str, Any]], tile: int = 192) -> Image.Image:
             canvas.paste(im, (pad + i * (tile + pad), y))
         draw.text((pad, y + tile + 3), f'"{row["phrase"]}"  ({row["recipe"]})',
                   fill=(20, 20, 20), font=font)
+        if row.get("caption"):
+            draw.text((pad, y + tile + 21), f"caption: {row['caption']}"[:90], fill=(70, 70, 120), font=font)
     if not rows:
         draw.text((pad, header + 10), "no rows", fill=(200, 0, 0), font=font)
     return canvas
@@ -218,7 +263,7 @@ def write_preview(out_dir: Path, manifest: dict[str, Any], path: Path | None = N
 
 def write_card(cfg: RunConfig, out_dir: Path, manifest: dict[str, Any]) -> Path:
     path = out_dir / CARD_NAME
-    text = render_card(cfg, manifest, read_stat_columns(out_dir, manifest))
+    text = render_card(cfg, manifest, read_stat_columns(out_dir, manifest), out_dir)
     write_bytes_atomic(path, text.encode())
     return path
 

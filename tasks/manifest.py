@@ -18,8 +18,8 @@ from tasks.versioning import code_version
 MANIFEST_NAME = "_manifest.json"
 
 
-def build_manifest(cfg: RunConfig, markers: list[ShardMarker],
-                   annotation_files: dict[str, str], annotation_skips: SkipLog) -> Manifest:
+def build_manifest(cfg: RunConfig, markers: list[ShardMarker], annotation_files: dict[str, str],
+                   annotation_skips: SkipLog, captions_on: bool = False) -> Manifest:
     skips, notes = SkipLog(), Counter()
     splits: dict[str, dict[str, int]] = {}
     for m in markers:
@@ -37,6 +37,8 @@ def build_manifest(cfg: RunConfig, markers: list[ShardMarker],
         "code_version": code_version(),
         "lut_library_version": cfg.luts.version(),
         "luts_left_out": cfg.luts.left_out(),
+        "captions": {"setting": cfg.captions.enabled, "on": captions_on,
+                     "blip_model": cfg.captions.blip_model, "clip_model": cfg.captions.clip_model},
         "seed": cfg.seed,
         # What decides the bytes (no paths): a later build with other settings says
         # which changed before it rebuilds.

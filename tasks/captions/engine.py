@@ -47,6 +47,11 @@ class Models:
     blip_source: BlipSource
     clip_source: ClipSource
     embed_dim: int
+    blip_size: tuple[int, int]            # (height, width) of BLIP's input
+    blip_resample: int                    # PIL resample BLIP's processor uses
+    blip_norm: tuple[tuple, tuple]        # mean, std
+    clip_steps: object                    # open_clip's Resize + CenterCrop
+    clip_norm: tuple[tuple, tuple]
 
     @property
     def precision_kind(self) -> str:
@@ -72,8 +77,22 @@ def load_models(blip_spec: str, clip_spec: str, device_setting: str, precision: 
     if embed_dim is None:
         with torch.no_grad():
             embed_dim = int(clip.encode_text(tokenizer(["a"]).to(device)).shape[-1])
+    from tasks.captions.prefetch import clip_spatial
+
+    ip = processor.image_processor
+    clip_steps, clip_norm = clip_spatial(preprocess)
     return Models(blip.to(device).eval(), processor, clip, preprocess, tokenizer, device, dtype,
-                  blip_source, clip_source, embed_dim)
+                  blip_source, clip_source, embed_dim, (ip.size.height, ip.size.width),
+                  int(ip.resample), (tuple(ip.image_mean), tuple(ip.image_std)), clip_steps, clip_norm)
+
+
+def to_pixels(models: Models, batch, norm) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> normalised (n, 3, H, W) on the device, in the model's dtype:
+    the processors' rescale (1/255) and normalise, done where the model runs."""
+    x = torch.from_numpy(batch).to(models.device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(norm[0], device=models.device).view(1, 3, 1, 1)
+    std = torch.tensor(norm[1], device=models.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(models.dtype)
 
 
 def _load_clip(source: ClipSource):
@@ -131,7 +150,7 @@ def caption_batch(models: Models, pixels: torch.Tensor, image_ids: list[int], cf
     that is empty after stripping is returned as "" (the caller drops and counts it)."""
     blip, tok = models.blip, models.blip_processor.tokenizer
     n, k = len(image_ids), cfg.candidates
-    image_embeds = blip.vision_model(pixel_values=pixels.to(models.device, models.dtype))[0]
+    image_embeds = blip.vision_model(pixel_values=pixels)[0]
     prompt = tok([cfg.prompt] * n, return_tensors="pt").input_ids.to(models.device)
     prompt[:, 0] = blip.config.text_config.bos_token_id
     prompt = prompt[:, :-1]  # drop [SEP], as BLIP's own generate does
@@ -156,7 +175,7 @@ def caption_batch(models: Models, pixels: torch.Tensor, image_ids: list[int], cf
 
 @torch.no_grad()
 def embed_images(models: Models, pixels: torch.Tensor) -> torch.Tensor:
-    out = models.clip.encode_image(pixels.to(models.device, models.dtype), normalize=True)
+    out = models.clip.encode_image(pixels, normalize=True)
     return _finite(models, out.float())
 
 

@@ -15,13 +15,11 @@ import logging
 from collections import Counter
 from typing import Any, Callable
 
-import cv2
-import numpy as np
 import pyarrow as pa
 import torch
 
 import tasks.torch_compat  # noqa: F401
-from tasks.captions import engine
+from tasks.captions import engine, prefetch
 from tasks.captions.models import ModelMissing, check_models, resolve_blip, resolve_clip
 from tasks.captions.store import (
     CAPTION_SCHEMA,
@@ -34,7 +32,6 @@ from tasks.captions.store import (
     read_part,
     write_part,
 )
-from tasks.downloader import image_path
 from tasks.shard_plan import image_token
 
 log = logging.getLogger("phraseharmony.captions")
@@ -74,51 +71,6 @@ def part_digests(cfg, ident, image_ids, ledger, phrases: list[tuple[str, str]]) 
                   c.prompt, cfg.seed, kind, [(i, image_token(ledger.get(i))) for i in image_ids])
     return {"blip": blip, "clip": digest("clip", blip, clip_id, kind),
             "phrases": digest("phrases", clip_id, kind, sorted(phrases))}
-
-
-class _Images(torch.utils.data.Dataset):
-    """Decoded and preprocessed images for BLIP and/or CLIP (run in loader workers)."""
-
-    def __init__(self, images_dir, image_ids, blip_processor, clip_preprocess):
-        self.images_dir, self.image_ids = images_dir, list(image_ids)
-        self.blip_processor, self.clip_preprocess = blip_processor, clip_preprocess
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        image_id = self.image_ids[i]
-        try:
-            data = np.frombuffer(image_path(self.images_dir, image_id).read_bytes(), np.uint8)
-        except OSError:
-            return image_id, None, None
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if bgr is None:
-            return image_id, None, None
-        pil = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        blip = (self.blip_processor(pil, return_tensors="pt").pixel_values[0]
-                if self.blip_processor is not None else None)
-        return image_id, blip, self.clip_preprocess(pil)
-
-
-def _collate(items):
-    ok = [it for it in items if it[2] is not None]
-    failed = [it[0] for it in items if it[2] is None]
-    ids = [it[0] for it in ok]
-    blip = torch.stack([it[1] for it in ok]) if ok and ok[0][1] is not None else None
-    clip = torch.stack([it[2] for it in ok]) if ok else None
-    return ids, blip, clip, failed
-
-
-def _loader(cfg, image_ids, models, with_blip: bool):
-    c = cfg.captions
-    dataset = _Images(cfg.images_dir, image_ids,
-                      models.blip_processor.image_processor if with_blip else None, models.clip_preprocess)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=c.batch_size, num_workers=c.workers, collate_fn=_collate,
-        prefetch_factor=4 if c.workers else None, pin_memory=models.device.type == "cuda")
 
 
 def rank(models, image_emb: torch.Tensor, candidates: list[list[str]]):
@@ -191,12 +143,17 @@ def caption_images(cfg, models, image_ids, stored: dict[int, tuple[list[str], st
                         "clip_caption": text_emb[at].half().tolist()})
         return out
 
-    done = 0
-    for ids, blip_px, clip_px, failed in _loader(cfg, image_ids, models, with_blip=stored is None):
+    done, c = 0, cfg.captions
+    blip_size = models.blip_size if stored is None else None
+    for ids, blip_u8, clip_u8, failed in prefetch.batches(cfg.images_dir, list(image_ids), c.batch_size,
+                                                           c.workers, blip_size, models.blip_resample,
+                                                           models.clip_steps):
         for _ in failed:
             skips["image_unreadable"] += 1
         if ids:
-            rows.extend(_with_oom_halving(one_batch, ids, blip_px, clip_px))
+            blip_px = engine.to_pixels(models, blip_u8, models.blip_norm) if blip_u8 is not None else None
+            rows.extend(_with_oom_halving(one_batch, ids, blip_px,
+                                          engine.to_pixels(models, clip_u8, models.clip_norm)))
         done += len(ids) + len(failed)
         if progress:
             progress(done)

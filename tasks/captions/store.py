@@ -69,10 +69,14 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 
 
 def current_marker(out_dir: Path, kind: str, split: str, index: int) -> dict[str, Any] | None:
-    """The marker of a part whose file is whole (size as recorded), else None."""
+    """The marker of a part whose file is the one it records (size and sha256: parts are
+    small, so a truncated or foreign file is never read), else None."""
     marker = read_marker(marker_file(out_dir, kind, split, index))
     path = part_path(out_dir, kind, split, index)
     if marker is None or not path.is_file() or path.stat().st_size != marker["bytes"]:
+        return None
+    if sha256_file(path) != marker["sha256"]:
+        log.warning("%s: differs from its done-marker; computed again", path)
         return None
     return marker
 

@@ -1,0 +1,96 @@
+"""Decoding and resizing ahead of the models, in worker processes.
+
+Workers decode with OpenCV (EXIF ignored, like everywhere in the pipeline) and apply
+the models' own spatial preprocessing to the uint8 image: BLIP's processor resize
+(PIL, its configured size and resample) and open_clip's Resize + CenterCrop. They send
+back uint8 arrays (~0.6 MB a photo, a quarter of float32); rescaling and normalising
+happen on the model's device. That is exactly what the PIL pipelines compute, so an
+embedding equals open_clip's own ``preprocess`` on the same photo.
+
+The pool is spawned once per process and kept (its start costs seconds; a stage has
+many parts). Forked DataLoader workers were not an option: inside a Prefect flow run
+they exit with status 1 at shutdown.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+_SPATIAL_STEPS = ("Resize", "CenterCrop")
+
+
+def clip_spatial(preprocess):
+    """open_clip's preprocess without its tensor conversion and normalisation, and the
+    Normalize step's mean and std."""
+    from torchvision.transforms import Compose
+
+    steps = [t for t in preprocess.transforms if type(t).__name__ in _SPATIAL_STEPS]
+    norm = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
+    return Compose(steps), (tuple(norm.mean), tuple(norm.std))
+
+
+def _worker_init() -> None:
+    import tasks.torch_compat  # noqa: F401  (before torchvision is unpickled)
+    from tasks.lifecycle import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build decides what Ctrl-C means
+    die_with_parent()
+
+
+def prepare(images_dir: Path, image_ids: list[int], blip_size: tuple[int, int] | None,
+            blip_resample: int, clip_steps) -> tuple[list[int], np.ndarray | None, np.ndarray, list[int]]:
+    """(ids decoded, BLIP uint8 (n, H, W, 3) or None, CLIP uint8 (n, h, w, 3), ids that failed)."""
+    import cv2
+    from PIL import Image
+
+    from tasks.downloader import image_path
+
+    ok, blip, clip, failed = [], [], [], []
+    for image_id in image_ids:
+        try:
+            data = np.frombuffer(image_path(images_dir, image_id).read_bytes(), np.uint8)
+        except OSError:
+            failed.append(image_id)
+            continue
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if bgr is None:
+            failed.append(image_id)
+            continue
+        pil = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        if blip_size is not None:
+            blip.append(np.asarray(pil.resize(blip_size[::-1], resample=blip_resample)))
+        clip.append(np.asarray(clip_steps(pil)))
+        ok.append(image_id)
+    return ok, (np.stack(blip) if blip else None), (np.stack(clip) if clip else None), failed
+
+
+@lru_cache(maxsize=1)
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
+
+
+def batches(images_dir: Path, image_ids: list[int], batch_size: int, workers: int,
+            blip_size, blip_resample: int, clip_steps) -> Iterator[tuple]:
+    """``prepare`` over consecutive batches, in order, with ``2 * workers`` batches in
+    flight (``workers`` = 0: in this process)."""
+    chunks = [image_ids[i:i + batch_size] for i in range(0, len(image_ids), batch_size)]
+    if workers == 0:
+        for chunk in chunks:
+            yield prepare(images_dir, chunk, blip_size, blip_resample, clip_steps)
+        return
+    pool, inflight = _pool(workers), deque()
+    for chunk in chunks:
+        inflight.append(pool.submit(prepare, images_dir, chunk, blip_size, blip_resample, clip_steps))
+        if len(inflight) >= 2 * workers:
+            yield inflight.popleft().result()
+    while inflight:
+        yield inflight.popleft().result()

@@ -1,0 +1,197 @@
+"""The captions stage with tiny random BLIP and open_clip models built through the real
+classes and saved to folders as a user's would be."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO, SAMPLE_CONFIG, build, shard_bytes
+from model_fixtures import make_blip, make_clip
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"blip": str(make_blip(root / "blip")), "clip": make_clip(root / "clip"),
+            "clip2": make_clip(root / "clip2", seed=1)}
+
+
+def _on(models, clip="clip", *extra):
+    return ["captions.enabled=true", f"captions.blip_model={models['blip']}",
+            f"captions.clip_model={models[clip]}", "captions.workers=2", *extra]
+
+
+@pytest.fixture(scope="module")
+def captioned(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("captioned") / "out"
+    build(out, *_on(models))
+    return out
+
+
+def _rows(out):
+    return [r for p in sorted((out / "data").rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def test_rows_carry_ranked_captions_and_unit_embeddings(captioned, models):
+    import open_clip
+    import torch
+
+    from tasks.captions.engine import load_models
+
+    rows = _rows(captioned)
+    assert rows and all(r["caption"] for r in rows)
+    m = load_models(models["blip"], models["clip"], "cpu", "bfloat16")
+    model, preprocess = open_clip.create_model_from_pretrained(models["clip"])   # independently
+    tokenizer = open_clip.get_tokenizer(models["clip"])
+    from PIL import Image
+    for row in rows[::7]:
+        cands = row["caption_candidates"]
+        assert row["caption"] == cands[0]["text"] and row["caption_clip_score"] == cands[0]["clip_score"]
+        assert [c["clip_score"] for c in cands] == sorted((c["clip_score"] for c in cands), reverse=True)
+        assert not row["caption"].lower().startswith("a picture of")
+        for col in ("clip_image", "clip_phrase", "clip_caption"):
+            v = np.asarray(row[col], np.float32)
+            assert v.shape == (m.embed_dim,) and abs(np.linalg.norm(v) - 1) < 2e-3
+        with torch.no_grad():
+            img = Image.open(captioned / "images" / f"{row['image_id']}.jpg").convert("RGB")
+            image = model.encode_image(preprocess(img)[None], normalize=True)[0]
+            texts = model.encode_text(tokenizer([c["text"] for c in cands] + [row["phrase"]]), normalize=True)
+        assert np.allclose(np.asarray(row["clip_image"], np.float32), image.numpy(), atol=2e-3)
+        scores = (texts[:-1] @ image).numpy()
+        assert np.allclose([c["clip_score"] for c in cands], scores, atol=1e-4)
+        assert np.allclose(np.asarray(row["clip_phrase"], np.float32), texts[-1].numpy(), atol=2e-3)
+    meta = pq.read_schema(next((captioned / "data").rglob("*.parquet"))).metadata
+    assert meta[b"phraseharmony.clip_dim"] == str(m.embed_dim).encode()
+    assert meta[b"phraseharmony.clip_model"].decode() == m.clip_source.identity
+    card = (captioned / "README.md").read_text()
+    assert "## Captions" in card and "beam-search caption won" in card
+
+
+def test_same_config_gives_identical_shards_and_a_rerun_runs_no_model(captioned, models, tmp_path,
+                                                                    monkeypatch):
+    again = tmp_path / "again"
+    build(again, *_on(models))
+    assert shard_bytes(again) == shard_bytes(captioned)
+    import tasks.captions.engine as engine
+
+    def no_models(*a, **k):
+        raise AssertionError("a rerun loaded a model")
+    monkeypatch.setattr(engine, "load_models", no_models)
+    assert build(again, *_on(models))["built"] == 0
+
+
+def test_a_clip_change_reruns_clip_only_and_equals_a_clean_build(captioned, models, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(captioned, out)
+    import tasks.captions.engine as engine
+
+    def no_blip(*a, **k):
+        raise AssertionError("BLIP ran for a CLIP change")
+    monkeypatch.setattr(engine, "caption_batch", no_blip)
+    summary = build(out, *_on(models, "clip2"))
+    assert summary["built"] == summary["shards"]
+    monkeypatch.undo()
+    clean = tmp_path / "clean"
+    build(clean, *_on(models, "clip2"))
+    assert shard_bytes(out) == shard_bytes(clean)
+    first = pq.read_table(next((captioned / "data").rglob("*.parquet")))["clip_image"].to_pylist()
+    second = pq.read_table(next((out / "data").rglob("*.parquet")))["clip_image"].to_pylist()
+    assert first != second
+
+
+def test_a_recaptioned_image_rebuilds_exactly_its_shard(captioned, models, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(captioned, out)
+    (out / "captions" / "train" / "part-00001.parquet").write_bytes(b"PAR1 not ours PAR1")
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "_done").glob("*.json")}
+    summary = build(out, *_on(models))
+    assert summary["built"] == 0   # the part came back byte-identical: no shard changed
+    assert shard_bytes(out) == shard_bytes(captioned)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "_done").glob("*.json")} == before
+    summary = build(out, *_on(models, "clip", "captions.top_p=0.5"))   # BLIP settings: recaption
+    assert summary["built"] == summary["shards"]
+
+
+def test_missing_weights_stop_before_any_work(tmp_path):
+    from tasks.captions.models import ModelMissing
+
+    t0 = time.monotonic()
+    with pytest.raises(ModelMissing, match="BLIP model .*nowhere.*phraseharmony models download"):
+        build(tmp_path / "out", "captions.enabled=true", f"captions.blip_model={tmp_path / 'nowhere'}")
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "out" / "annotations.arrow").exists()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "build", "--config", str(SAMPLE_CONFIG),
+                          "--out", str(tmp_path / "o2"), "--set", "captions.enabled=true",
+                          "--set", "captions.clip_model=ViT-B-32/laion2b_s34b_b79k"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "CLIP model ViT-B-32/laion2b_s34b_b79k: weights not in" in res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
+
+
+def test_auto_without_weights_builds_and_says_so(sample_dataset):
+    manifest = json.loads((sample_dataset / "_manifest.json").read_text())
+    assert manifest["captions"]["on"] is False and manifest["captions"]["setting"] == "auto"
+    card = (sample_dataset / "README.md").read_text()
+    assert "were not found where the build ran" in card
+    assert all(r["caption"] is None and r["clip_phrase"] is None for r in _rows(sample_dataset))
+
+
+def test_sigkill_during_captions_then_rerun_equals_clean(models, tmp_path):
+    slow = [*_on(models), "captions.candidates=48", "captions.max_length=48", "captions.min_length=40",
+            "captions.batch_size=1", "captions.workers=0"]
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"))
+    env.pop("PREFECT_API_URL", None)
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "flows.cli", "build", "--config", str(SAMPLE_CONFIG), "--out", str(out)]
+    proc = subprocess.Popen(args + [a for o in slow for a in ("--set", o)], cwd=REPO, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            done = out / "captions" / "_done"
+            if done.exists() and any(done.iterdir()):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the build ended before it could be killed mid-stage"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "_manifest.json").exists()
+    build(out, *slow)
+    clean = tmp_path / "clean"
+    build(clean, *slow)
+    assert shard_bytes(out) == shard_bytes(clean)
+    for kind in ("captions", "phrase_embeddings"):
+        assert sorted(p.read_bytes() for p in (out / kind).rglob("*.parquet")) == \
+            sorted(p.read_bytes() for p in (clean / kind).rglob("*.parquet"))
+
+
+def test_candidates_drop_empty_and_duplicates_and_nonfinite_names_the_model(models):
+    from collections import Counter
+
+    import torch
+
+    from tasks.captions.engine import _finite, load_models, strip_prompt
+    from tasks.captions.stage import _candidates
+
+    skips = Counter()
+    assert _candidates(["a dog", "", "a dog", "red car"], "", skips) == ["a dog", "red car"]
+    assert skips == {"empty_candidate": 2}
+    assert strip_prompt("A picture of a red car", "a picture of ") == "a red car"
+    assert strip_prompt("a picture of", "a picture of ") == ""
+    m = load_models(models["blip"], models["clip"], "cpu", "bfloat16")
+    with pytest.raises(FloatingPointError, match="CLIP model local-dir:.*non-finite"):
+        _finite(m, torch.tensor([[float("nan"), 1.0]]))
