@@ -20,6 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from flows.cli_captions import captions, models_app
 from flows.cli_download import download
 from flows.cli_luts import app as luts_app
 
@@ -135,7 +136,9 @@ def preview(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
 
 
 app.command()(download)
+app.command()(captions)
 app.add_typer(luts_app, name="luts")
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

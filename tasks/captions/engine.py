@@ -163,7 +163,7 @@ def caption_batch(models: Models, pixels: torch.Tensor, image_ids: list[int], cf
         return blip.text_decoder.generate(input_ids=ids, encoder_hidden_states=embeds,
                                           encoder_attention_mask=mask, **common, **kwargs)
 
-    uniforms = torch.from_numpy(sample_uniforms(seed, image_ids, k, cfg.max_length)).to(models.device)
+    uniforms = torch.from_numpy(sample_uniforms(seed, image_ids, k, cfg.max_length)).float().to(models.device)
     sampled = run(image_embeds.repeat_interleave(k, dim=0), prompt.repeat_interleave(k, dim=0),
                   do_sample=False, num_beams=1,
                   logits_processor=[SeededNucleus(uniforms, cfg.top_p, prompt.shape[1])])

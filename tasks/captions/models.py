@@ -159,3 +159,32 @@ def check_models(captions_cfg) -> list[str]:
     return problems
 
 
+
+
+def download_models(captions_cfg) -> list[str]:
+    """Fetch the configured models into the Hugging Face cache (or ~/.cache/clip);
+    returns one line per model saying what happened. Needs the internet."""
+    from huggingface_hub import snapshot_download
+
+    lines = []
+    blip = captions_cfg.blip_model
+    if Path(blip).expanduser().is_dir():
+        lines.append(f"BLIP {blip}: a local folder, nothing to fetch")
+    else:
+        repo_id, _, revision = blip.partition("@")
+        path = snapshot_download(repo_id, revision=revision or None)
+        lines.append(f"BLIP {blip}: in {path}")
+    clip = captions_cfg.clip_model
+    if clip.startswith("local-dir:"):
+        lines.append(f"CLIP {clip}: a local folder, nothing to fetch")
+    elif clip.startswith("hf-hub:"):
+        lines.append(f"CLIP {clip}: in {snapshot_download(clip.removeprefix('hf-hub:'))}")
+    else:
+        import open_clip
+
+        name, _, tag = clip.partition("/")
+        cfg = open_clip.get_pretrained_cfg(name, tag)
+        if not cfg:
+            raise ModelMissing(f"CLIP model {clip}: open_clip has no pretrained tag {tag!r} for {name}")
+        lines.append(f"CLIP {clip}: in {open_clip.download_pretrained(cfg)}")
+    return lines
