@@ -42,9 +42,10 @@ def caption_stage(cfg: RunConfig, on: bool, ledger: dict, token: str, logger) ->
     if cfg.runner.kind == "dask":
         import dask
 
-        with make_task_runner(cfg.runner) as runner, dask.annotate(resources={cfg.runner.gpu_resource: 1}):
-            futures = [runner.submit(caption_part_task, parameters=job) for job in jobs]
-        results = [f.result() for f in futures]
+        with make_task_runner(cfg.runner) as runner:
+            with dask.annotate(resources={cfg.runner.gpu_resource: 1}):
+                futures = [runner.submit(caption_part_task, parameters=job) for job in jobs]
+            results = [f.result() for f in futures]
     else:
         results = []
         for n, job in enumerate(jobs, 1):

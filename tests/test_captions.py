@@ -195,3 +195,90 @@ def test_candidates_drop_empty_and_duplicates_and_nonfinite_names_the_model(mode
     m = load_models(models["blip"], models["clip"], "cpu", "bfloat16")
     with pytest.raises(FloatingPointError, match="CLIP model local-dir:.*non-finite"):
         _finite(m, torch.tensor([[float("nan"), 1.0]]))
+
+
+@pytest.mark.slow
+def test_dask_sends_captions_to_the_gpu_worker_only(models, tmp_path):
+    """A cluster with one worker declaring GPU=1 and one without: every caption task runs
+    on the first (the resource annotation), shards anywhere."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                           resources={"GPU": 1})
+    cpu = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+                            "--nthreads", "1", "--name", "cpu-only", "--no-dashboard"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(2, timeout=60)
+        summary = build(tmp_path / "out", *_on(models), "captions.workers=0", "runner.kind=dask",
+                        f"runner.dask_address={cluster.scheduler_address}")
+        assert summary["complete"]
+        ran = client.run(lambda dask_worker: sorted({str(e[0]) for e in dask_worker.state.log}))
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+        captions = {names[a]: sum(k.startswith("caption_part") for k in keys) for a, keys in ran.items()}
+        assert captions == {0: 5, "cpu-only": 0}, captions
+    finally:
+        cpu.terminate()
+        cpu.wait()
+        client.close()
+        cluster.close()
+
+
+def test_cuda_out_of_memory_halves_the_batch_and_goes_on(models, tmp_path, monkeypatch, caplog):
+    import torch
+
+    from schemas.config import load_config
+    from tasks.captions import engine
+    from tasks.captions.stage import caption_images
+    from tasks.sample_photos import SAMPLE_PHOTOS, materialize
+
+    materialize(tmp_path / "out" / "images")
+    cfg = load_config(None, _on(models, "clip", "captions.workers=0", "captions.batch_size=8"),
+                      tmp_path / "out")
+    m = engine.load_models(cfg.captions.blip_model, cfg.captions.clip_model, "cpu", "bfloat16")
+    ids = sorted(SAMPLE_PHOTOS)
+    normal, _ = caption_images(cfg, m, ids, None)
+    real = engine.caption_batch
+
+    def small_only(models_, pixels, image_ids, *args):
+        if len(image_ids) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(models_, pixels, image_ids, *args)
+    monkeypatch.setattr(engine, "caption_batch", small_only)
+    halved, _ = caption_images(cfg, m, ids, None)
+    # The same photos and captions (float sums over other batch sizes differ in the last bits).
+    for col in ("image_id", "caption", "candidates_generated", "beam_caption"):
+        assert halved[col].to_pylist() == normal[col].to_pylist()
+    assert np.allclose(np.asarray(halved["clip_image"].to_pylist(), np.float32),
+                       np.asarray(normal["clip_image"].to_pylist(), np.float32), atol=2e-3)
+    assert any("out of memory on a batch of 8 images" in r.getMessage() for r in caplog.records)
+
+
+def test_models_cli_and_the_stage_alone(models, sample_copy, tmp_path, monkeypatch):
+    env = dict(os.environ, COLUMNS="300")   # rich would wrap the lines we look for
+    sets = [a for o in _on(models)[1:3] for a in ("--set", o)]
+    cli = [sys.executable, "-m", "flows.cli"]
+    check = subprocess.run([*cli, "models", "check", "--config", str(SAMPLE_CONFIG), *sets], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("present") == 2 and "32-d embeddings" in check.stdout
+    missing = subprocess.run([*cli, "models", "check", "--config", str(SAMPLE_CONFIG),
+                              "--set", f"captions.blip_model={tmp_path / 'none'}"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "missing BLIP model" in missing.stdout
+    fetch = subprocess.run([sys.executable, "-m", "flows.cli", "models", "download", "--config",
+                            str(SAMPLE_CONFIG), *sets], cwd=REPO, env=env, capture_output=True, text=True)
+    assert fetch.returncode == 0 and fetch.stdout.count("nothing to fetch") == 2, fetch.stdout + fetch.stderr
+    stage = subprocess.run([sys.executable, "-m", "flows.cli", "captions", "--config", str(SAMPLE_CONFIG),
+                            "--out", str(sample_copy), *sets], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert stage.returncode == 0, stage.stdout + stage.stderr
+    assert "5 of 5 parts to compute" in stage.stdout and "done" in stage.stdout
+    import tasks.captions.engine as engine
+
+    def no_models(*a, **k):
+        raise AssertionError("the build recomputed captions the stage had made")
+    monkeypatch.setattr(engine, "load_models", no_models)
+    summary = build(sample_copy, *_on(models))
+    assert summary["built"] == summary["shards"] and all(r["caption"] for r in _rows(sample_copy))
