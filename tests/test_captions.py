@@ -282,3 +282,20 @@ def test_models_cli_and_the_stage_alone(models, sample_copy, tmp_path, monkeypat
     monkeypatch.setattr(engine, "load_models", no_models)
     summary = build(sample_copy, *_on(models))
     assert summary["built"] == summary["shards"] and all(r["caption"] for r in _rows(sample_copy))
+
+
+def test_a_photo_that_fails_to_decode_is_a_counted_skip(models, tmp_path):
+    from schemas.config import load_config
+    from tasks.captions import engine
+    from tasks.captions.stage import caption_images
+    from tasks.sample_photos import SAMPLE_PHOTOS, materialize
+
+    images = tmp_path / "out" / "images"
+    materialize(images)
+    (images / "9100003.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cfg = load_config(None, _on(models, "clip", "captions.workers=1", "captions.batch_size=3"),
+                      tmp_path / "out")
+    m = engine.load_models(cfg.captions.blip_model, cfg.captions.clip_model, "cpu", "bfloat16")
+    table, skips = caption_images(cfg, m, sorted(SAMPLE_PHOTOS), None)
+    assert skips["image_unreadable"] == 1
+    assert table["image_id"].to_pylist() == [i for i in sorted(SAMPLE_PHOTOS) if i != 9100003]

@@ -32,7 +32,7 @@ def test_manifest_lists_every_shard_with_true_size_and_hash(sample_dataset):
     assert set(manifest["splits"]) == {"train", "val", "test"}
 
 
-def test_shards_have_schema_v1_and_provenance_metadata(sample_dataset):
+def test_shards_have_the_schema_and_provenance_metadata(sample_dataset):
     _, paths = shard_paths(sample_dataset)
     for path in paths:
         pf = pq.ParquetFile(path)
