@@ -21,6 +21,8 @@ os.environ.update({
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    # No model hub is reachable: fail at once instead of retrying (read at import).
+    "HF_HUB_OFFLINE": "1",
 })
 os.environ.pop("PREFECT_API_URL", None)
 

@@ -46,7 +46,10 @@ def make_blip(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
         image_size = 384
     text.update(bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
                 sep_token_id=tok.sep_token_id, eos_token_id=tok.sep_token_id)
-    model = BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=text))
+    # Full-size random weights are initialised on a GPU when there is one (seconds, not a minute).
+    where = torch.device("cuda" if size != "tiny" and torch.cuda.is_available() else "cpu")
+    with where:
+        model = BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=text))
     processor = BlipProcessor(BlipImageProcessor(size={"height": image_size, "width": image_size}), tok)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -67,12 +70,13 @@ def make_clip(folder: Path, size: str = "tiny", seed: int = 0) -> str:
                                   "heads": 2, "layers": 2}}
     else:
         model_cfg = open_clip.get_model_config(size)
-    model = open_clip.CLIP(**model_cfg)
+    with torch.device("cuda" if size != "tiny" and torch.cuda.is_available() else "cpu"):
+        model = open_clip.CLIP(**model_cfg)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "open_clip_config.json").write_text(json.dumps({
         "model_cfg": model_cfg,
         "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
                            "std": [0.26862954, 0.26130258, 0.27577711]}}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()},
               folder / "open_clip_model.safetensors")
     return f"local-dir:{folder}"
