@@ -299,3 +299,21 @@ def test_a_photo_that_fails_to_decode_is_a_counted_skip(models, tmp_path):
     table, skips = caption_images(cfg, m, sorted(SAMPLE_PHOTOS), None)
     assert skips["image_unreadable"] == 1
     assert table["image_id"].to_pylist() == [i for i in sorted(SAMPLE_PHOTOS) if i != 9100003]
+
+
+def test_prefetch_in_chunks_equals_in_process(tmp_path, monkeypatch):
+    from torchvision.transforms import CenterCrop, Compose, Resize
+
+    import tasks.torch_compat  # noqa: F401
+    from tasks.captions import prefetch
+    from tasks.sample_photos import SAMPLE_PHOTOS, materialize
+
+    materialize(tmp_path)
+    (tmp_path / "9100003.jpg").write_bytes(b"not a photo")
+    monkeypatch.setattr(prefetch, "CHUNK", 5)   # batches of 20 from chunks of 5 over 2 workers
+    ids, steps = sorted(SAMPLE_PHOTOS) * 6, Compose([Resize(48), CenterCrop(48)])
+    here = list(prefetch.batches(tmp_path, ids, 20, 0, (32, 32), 3, steps))
+    pooled = list(prefetch.batches(tmp_path, ids, 20, 2, (32, 32), 3, steps))
+    assert [len(b[0]) + len(b[3]) for b in pooled] == [20, 20, 8]
+    for a, b in zip(here, pooled, strict=True):
+        assert a[0] == b[0] and a[3] == b[3] and (a[1] == b[1]).all() and (a[2] == b[2]).all()

@@ -78,19 +78,46 @@ def _pool(workers: int) -> ProcessPoolExecutor:
                                initializer=_worker_init)
 
 
+# Photos per worker job: small jobs spread one model batch over every worker (a
+# 512-photo batch prepared by one worker kept the GPU waiting for seconds).
+CHUNK = 32
+
+
 def batches(images_dir: Path, image_ids: list[int], batch_size: int, workers: int,
             blip_size, blip_resample: int, clip_steps) -> Iterator[tuple]:
-    """``prepare`` over consecutive batches, in order, with ``2 * workers`` batches in
-    flight (``workers`` = 0: in this process)."""
-    chunks = [image_ids[i:i + batch_size] for i in range(0, len(image_ids), batch_size)]
+    """``prepare`` over consecutive batches of ``batch_size`` photos, in order. With
+    ``workers`` > 0 the photos go out in chunks of ``CHUNK``, four per worker in
+    flight, and are put back together into batches here."""
+    batch_ids = [image_ids[i:i + batch_size] for i in range(0, len(image_ids), batch_size)]
     if workers == 0:
-        for chunk in chunks:
-            yield prepare(images_dir, chunk, blip_size, blip_resample, clip_steps)
+        for ids in batch_ids:
+            yield prepare(images_dir, ids, blip_size, blip_resample, clip_steps)
         return
-    pool, inflight = _pool(workers), deque()
-    for chunk in chunks:
-        inflight.append(pool.submit(prepare, images_dir, chunk, blip_size, blip_resample, clip_steps))
-        if len(inflight) >= 2 * workers:
-            yield inflight.popleft().result()
-    while inflight:
-        yield inflight.popleft().result()
+    pool = _pool(workers)
+    jobs = deque((b, ids[i:i + CHUNK]) for b, ids in enumerate(batch_ids)
+                 for i in range(0, len(ids), CHUNK))
+    inflight: deque = deque()
+    parts: list[tuple] = []
+    current = 0
+    while jobs or inflight:
+        while jobs and len(inflight) < 4 * workers:
+            b, chunk = jobs.popleft()
+            inflight.append((b, pool.submit(prepare, images_dir, chunk, blip_size, blip_resample,
+                                            clip_steps)))
+        b, future = inflight.popleft()
+        if b != current:
+            yield _join(parts)
+            parts, current = [], b
+        parts.append(future.result())
+    if parts:
+        yield _join(parts)
+
+
+def _join(parts: list[tuple]) -> tuple:
+    ok = [i for p in parts for i in p[0]]
+    failed = [i for p in parts for i in p[3]]
+
+    def cat(k):
+        arrays = [p[k] for p in parts if p[k] is not None]
+        return np.concatenate(arrays) if arrays else None
+    return ok, cat(1), cat(2), failed
