@@ -78,11 +78,14 @@ def rank(models, image_emb: torch.Tensor, candidates: list[list[str]]):
     embeddings), best first (ties: generation order); and the flat text embeddings."""
     flat = [t for texts in candidates for t in texts]
     text_emb = engine.embed_texts(models, flat)
+    owner = torch.tensor([i for i, texts in enumerate(candidates) for _ in texts], dtype=torch.long,
+                         device=text_emb.device)
+    # Every cosine in one pass and one copy to the host (not a device sync per photo).
+    scores = (text_emb * image_emb[owner]).sum(dim=-1).tolist() if flat else []
     out, start = [], 0
-    for i, texts in enumerate(candidates):
-        scores = (text_emb[start:start + len(texts)] @ image_emb[i]).tolist()
-        order = sorted(range(len(texts)), key=lambda j: (-scores[j], j))
-        out.append([(texts[j], scores[j], start + j) for j in order])
+    for texts in candidates:
+        order = sorted(range(len(texts)), key=lambda j: (-scores[start + j], j))
+        out.append([(texts[j], scores[start + j], start + j) for j in order])
         start += len(texts)
     return out, text_emb
 
@@ -129,6 +132,7 @@ def caption_images(cfg, models, image_ids, stored: dict[int, tuple[list[str], st
             cands = [stored[i] for i in ids]
         image_emb = engine.embed_images(models, clip_px)
         ranked, text_emb = rank(models, image_emb, [c for c, _ in cands])
+        image_emb, text_emb = image_emb.half().cpu(), text_emb.half().cpu()   # one copy each
         out = []
         for i, image_id in enumerate(ids):
             if not ranked[i]:
