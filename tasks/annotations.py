@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.annotation_fetch import ensure_files
-from tasks.files import sha256_file, write_json_atomic
+from tasks.files import read_record, sha256_file, write_json_atomic
 from tasks.json_stream import TOO_DEEP, iter_json_array
 from tasks.json_stream import JsonFileError as AnnotationError  # noqa: F401 (re-exported)
 
@@ -416,13 +416,5 @@ def ingest(cfg, reuse_only: bool = False) -> dict[str, Any] | None:
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
     """The ingest sidecar, or None (a damaged one is named in the log)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        data = None
-    if not isinstance(data, dict) or not all(k in data for k in ("key", "rows", "skips", "images")):
-        log.warning("%s: damaged; the annotations are ingested again", path)
-        return None
-    return data
+    return read_record(path, ("key", "rows", "skips", "images"),
+                       "damaged; the annotations are ingested again")

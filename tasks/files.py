@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import uuid
 from contextlib import contextmanager
@@ -34,6 +35,22 @@ def open_nofollow(path: Path, mode: str = "wb"):
     flags = {"wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "r+b": os.O_RDWR,
              "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}[mode]
     return os.fdopen(os.open(path, flags | os.O_NOFOLLOW, 0o644), mode)
+
+
+def read_record(path: Path, keys: tuple[str, ...], damaged: str) -> dict[str, Any] | None:
+    """A JSON state file (done-marker, sidecar) holding an object with ``keys``; None when
+    it is missing, and None with one log line ("<path>: <damaged>") when it is not such
+    an object (truncated, ``[]``, ``null``, keys lost): its output is then made again."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or not all(k in data for k in keys):
+        logging.getLogger("phraseharmony.state").warning("%s: %s", path, damaged)
+        return None
+    return data
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> bool:

@@ -15,7 +15,6 @@ So a rerun equals a clean build of the current inputs, and redoes only what chan
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import pyarrow as pa
 
 from schemas.config import LUT_RECIPES, RunConfig
 from schemas.records import LedgerRow
-from tasks.files import sha256_file
+from tasks.files import read_record, sha256_file
 from tasks.ledger import OK
 
 log = logging.getLogger("phraseharmony.shards")
@@ -133,16 +132,7 @@ def _code_version() -> str:
 
 def read_marker(path: Path) -> dict[str, Any] | None:
     """A shard's marker, or None; a damaged one is named in the log (and rebuilt)."""
-    try:
-        marker = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        marker = None
-    if not isinstance(marker, dict) or not all(k in marker for k in MARKER_KEYS):
-        log.warning("%s: damaged done-marker; its shard is rebuilt", path)
-        return None
-    return marker
+    return read_record(path, MARKER_KEYS, "damaged done-marker; its shard is rebuilt")
 
 
 def completed_marker(out_dir: Path, spec: ShardSpec, ledger: dict[int, LedgerRow],

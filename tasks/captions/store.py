@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.files import sha256_file, write_json_atomic
+from tasks.files import read_record, sha256_file, write_json_atomic
 
 log = logging.getLogger("phraseharmony.captions")
 CAPTIONS_DIR, PHRASES_DIR = "captions", "phrase_embeddings"
@@ -56,16 +56,7 @@ def digest(*parts: Any) -> str:
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
-    try:
-        marker = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        marker = None
-    if not isinstance(marker, dict) or not all(k in marker for k in MARKER_KEYS):
-        log.warning("%s: damaged done-marker; its part is computed again", path)
-        return None
-    return marker
+    return read_record(path, MARKER_KEYS, "damaged done-marker; its part is computed again")
 
 
 def current_marker(out_dir: Path, kind: str, split: str, index: int) -> dict[str, Any] | None:
