@@ -11,13 +11,14 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import UserError
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_ANNOTATIONS = REPO_ROOT / "sample_data" / "VGPhraseCut_v0"
 SPLITS = ("train", "val", "test", "miniv")
@@ -388,7 +389,8 @@ def _has_path(data: dict[str, Any], loc: tuple) -> bool:
     return True
 
 
-def describe_errors(exc: ValidationError, overrides: dict[str, Any], where: str) -> str:
+def describe_errors(exc: ValidationError, overrides: dict[str, Any], where: str,
+                    root: type[BaseModel] | None = None) -> str:
     """One line per problem: the dotted key, what is wrong, where it came from, and for
     an unknown key the closest valid one."""
     problems = []
@@ -397,7 +399,7 @@ def describe_errors(exc: ValidationError, overrides: dict[str, Any], where: str)
         key = ".".join(str(p) for p in loc) or "(top level)"
         source = "--set" if loc and _has_path(overrides, loc) else where
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _known_keys(RunConfig, loc), n=1)
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(root or RunConfig, loc), n=1)
             hint = (f"; did you mean {'.'.join(map(str, (*loc[:-1], close[0])))}?" if close
                     else "")
             problems.append(f"{source}: unknown key {key}{hint}")
@@ -417,10 +419,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
-                out_dir: str | Path | None = None) -> RunConfig:
-    """Read a YAML config, apply overrides, validate. Relative paths in the file are
-    taken relative to the repository root, so configs work from any cwd."""
+def load_model(root: type[ModelT], path: str | Path | None, overrides: list[str] | dict | None,
+               extra: dict[str, Any] | None = None) -> ModelT:
+    """Read a YAML file into ``root``, apply ``--set`` overrides and ``extra`` keys,
+    validate; every problem is one ``ConfigError`` line naming the file or override."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -434,16 +436,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a YAML mapping")
         data = loaded or {}
-    extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    data = _merge(data, extra)
-    if out_dir is not None:
-        data["out_dir"] = str(out_dir)
+    sets = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    data = _merge(_merge(data, sets), extra or {})
     try:
-        cfg = RunConfig.model_validate(data)
+        return root.model_validate(data)
     except ValidationError as exc:
         where = str(path) if path is not None else "config"
-        raise ConfigError(describe_errors(exc, extra, where)) from None
-    return _anchor_paths(cfg)
+        raise ConfigError(describe_errors(exc, sets, where, root)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+                out_dir: str | Path | None = None) -> RunConfig:
+    """Read a YAML config, apply overrides, validate. Relative paths in the file are
+    taken relative to the repository root, so configs work from any cwd."""
+    extra = {"out_dir": str(out_dir)} if out_dir is not None else None
+    return _anchor_paths(load_model(RunConfig, path, overrides, extra))
 
 
 def _anchor_paths(cfg: RunConfig) -> RunConfig:

@@ -1,0 +1,153 @@
+"""The one typed training config (``configs/train-*.yaml``), every tunable with its reason.
+
+Defaults are HT+'s recipe (Guo et al., TPAMI 2022; ``../shared/TRAINING.md``): 9 post-norm
+layers of width 256 over 4x4 patches, Adam 1e-4 with betas (0.5, 0.999), 100 x L1,
+batch 8, a constant learning rate for half the run then a linear decay to zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.config import _Strict, load_model
+
+
+class TrainData(_Strict):
+    # A dataset folder built by `phraseharmony build` (it has _manifest.json) or an
+    # iHarmony4 root (it has IHD_train.txt): both go through the same loader.
+    dir: Path = Path("out/sample")
+    train_split: str = "train"
+    # Validation split; iHarmony4 has none, use "test" there.
+    val_split: str = "val"
+    # Rows to train on: recipes (empty = all; for iHarmony4 the sub-datasets, e.g.
+    # HCOCO) and a foreground-ratio range (our shards' fg_ratio column).
+    recipes: tuple[str, ...] = ()
+    fg_ratio: tuple[float, float] = (0.0, 1.0)
+    # Training resolution; our shards are stored at it (synthesis.size), so workers only
+    # decode. Other sizes (iHarmony4's photos) are resized with area interpolation.
+    size: int = Field(256, ge=16, le=2048)
+    # Decoding processes per rank: one core decodes ~680 triples/s at 256^2 (TRAINING.md).
+    workers: int = Field(2, ge=0, le=128)
+    # Rows held for shuffling within a worker, on top of the per-epoch shuffle of
+    # (file, row group) units; ~60 KB each at 256^2.
+    shuffle_buffer: int = Field(512, ge=1)
+    # HT's only augmentation: a horizontal flip applied to composite, target and mask.
+    flip: bool = True
+
+    @model_validator(mode="after")
+    def _range(self) -> "TrainData":
+        lo, hi = self.fg_ratio
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError("fg_ratio must be [low, high] with 0 <= low < high <= 1")
+        return self
+
+
+class ModelConfig(_Strict):
+    # "ht": HT+; "ht_text": HT+ with every layer conditioned on the CLIP text embedding
+    # of the phrase (and the caption's with text=phrase+caption) by zero-initialised
+    # adaptive LayerNorm, so it starts as exactly HT+.
+    kind: Literal["ht", "ht_text"] = "ht"
+    # HT+ at the paper's size: 4,772,867 parameters.
+    dim: int = Field(256, ge=8)
+    depth: int = Field(9, ge=1)
+    heads: int = Field(2, ge=1)
+    ffn: int = Field(512, ge=8)
+    patch: int = Field(4, ge=1, le=32)
+    text: Literal["phrase", "phrase+caption"] = "phrase"
+    # "sdpa": F.scaled_dot_product_attention (fused kernels never build the N x N
+    # weights); "naive": softmax(QK^T)V materialised, as HT's reference code does (the
+    # benchmark's baseline).
+    attention: Literal["sdpa", "naive"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _heads(self) -> "ModelConfig":
+        if self.dim % self.heads or (self.dim // 2) % 2:
+            raise ValueError("dim must divide by heads, and dim/2 by 2 (sine encoding)")
+        return self
+
+
+class OptimConfig(_Strict):
+    # HT+: Adam, lr 1e-4, betas (0.5, 0.999), no weight decay.
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    # Linear warm-up steps (HT has none; helps larger batches).
+    warmup_steps: int = Field(0, ge=0)
+    # HT+: constant for 30 of 60 epochs, then linear to 0: the decay starts at this
+    # fraction of `steps`.
+    decay_start: float = Field(0.5, ge=0.0, le=1.0)
+    # Max gradient norm (None: no clipping, as HT). A guard against rare large batches.
+    grad_clip: float | None = Field(None, gt=0)
+    # "l1": HT's 100 x L1 over the whole image (on HT's [-1, 1] scale); "fn_mse":
+    # iSSAM's foreground-normalised MSE with A_min = fn_mse_min_area pixels.
+    loss: Literal["l1", "fn_mse"] = "l1"
+    l1_weight: float = Field(100.0, gt=0)
+    fn_mse_min_area: float = Field(100.0, gt=0)
+
+
+class TrainConfig(_Strict):
+    name: str = "sample"
+    seed: int = 0
+    # The run folder: checkpoints/, log.jsonl, val/, eval/.
+    out_dir: Path = Path("runs/sample")
+    # Optimizer steps in all (epochs follow from the dataset's size and the batch).
+    steps: int = Field(1000, ge=1)
+    # Per rank (HT+: 8 on one GPU).
+    batch_size: int = Field(8, ge=1)
+    data: TrainData = TrainData()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    # "auto": CUDA when present, else CPU.
+    device: str = "auto"
+    # "auto": bf16 autocast on CUDA, fp32 on CPU (bf16 is ~2.7x slower on this CPU).
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # torch.compile the model: faster steps on a GPU after a 1-3 minute first compile.
+    compile: bool = False
+    log_every: int = Field(10, ge=1)
+    val_every: int = Field(500, ge=1)
+    # Validation batches per validation (None: the whole split).
+    val_batches: int | None = Field(50, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    # Checkpoints kept (oldest removed first); the last one is always kept.
+    keep_checkpoints: int = Field(3, ge=1)
+    # Samples in the validation/evaluation grid PNG.
+    grid_samples: int = Field(8, ge=1, le=64)
+
+    def model_signature(self) -> dict[str, Any]:
+        """What decides the weights' shapes and meaning: a checkpoint must match it."""
+        return self.model.model_dump(mode="json", exclude={"attention"}) | {"size": self.data.size}
+
+    def run_hash(self) -> str:
+        """Everything that decides the run's numbers (paths and worker counts excluded)."""
+        data = self.model_dump(
+            mode="json",
+            exclude={
+                "out_dir",
+                "name",
+                "device",
+                "compile",
+                "log_every",
+                "val_every",
+                "val_batches",
+                "checkpoint_every",
+                "keep_checkpoints",
+                "grid_samples",
+            },
+        )
+        data["data"].pop("dir")
+        data["data"].pop("workers")
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_train_config(
+    path: str | Path | None = None, overrides: list[str] | dict | None = None
+) -> TrainConfig:
+    """Read a training YAML with ``key=value`` overrides. Relative paths (data.dir,
+    out_dir) are taken from the working directory, as the build's out_dir is."""
+    return load_model(TrainConfig, path, overrides)

@@ -1,0 +1,160 @@
+"""Validation and evaluation: metrics of a predictor over a split, and a sample grid.
+
+``evaluate`` (``phraseharmony evaluate CHECKPOINT --data DATASET``) writes
+``metrics.json``, ``metrics.md`` (the model's row beside the input composites' row per
+group) and ``grid.png`` (composite | output | target | mask per sample).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+
+from schemas.train_config import TrainConfig
+from train import checkpoint
+from train.loader import Loader
+from train.metrics import Metrics, markdown_table, per_image
+from train.models import blend, build_model
+from train.sources import open_source
+
+Predictor = Callable[[dict[str, Any]], torch.Tensor]
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@torch.no_grad()
+def run_metrics(
+    predict: Predictor, loader: Loader, max_batches: int | None = None, grid_samples: int = 8
+) -> tuple[dict[str, Any], dict[str, Any], list[np.ndarray]]:
+    """(model metrics, input-composite metrics, grid rows) over one pass of ``loader``.
+    The output is blended into the composite's background before it is measured (HT)."""
+    model_m, input_m, grid = Metrics(), Metrics(), []
+    for i, batch in enumerate(loader.epoch(0)):
+        if max_batches is not None and i >= max_batches:
+            break
+        comp, target, mask = batch["composite"], batch["target"], batch["mask"]
+        pred = blend(predict(batch).float(), comp, mask)
+        model_m.add(per_image(pred, target, mask), batch["recipe"])
+        input_m.add(per_image(comp, target, mask), batch["recipe"])
+        for j in range(min(len(comp), grid_samples - len(grid))):
+            cells = [comp[j], pred[j], target[j], mask[j].expand(3, -1, -1)]
+            row = torch.cat([c.clamp(0, 1) for c in cells], dim=2)
+            grid.append((row.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8))
+    return model_m.summary(), input_m.summary(), grid
+
+
+def write_png(path: Path, rows: list[np.ndarray]) -> Path | None:
+    """Rows stacked into one PNG (RGB), written atomically; None when there are none."""
+    if not rows:
+        return None
+    ok, data = cv2.imencode(".png", np.concatenate(rows, axis=0)[..., ::-1])
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    _write_atomic(path, data.tobytes())
+    return path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_report(
+    out: Path, model: dict[str, Any], inputs: dict[str, Any], grid: list[np.ndarray], info: dict[str, Any]
+) -> dict[str, Path]:
+    out = Path(out)
+    report = {
+        **info,
+        "metrics": model,
+        "input_composites": inputs,
+        "definitions": "per image on 0-255 values at the training size, then averaged; "
+        "binary mask; PSNR peak 255",
+    }
+    _write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
+    title = f"`{info.get('checkpoint', 'the model')}` on {info.get('data', '')} ({info.get('split', '')})"
+    _write_atomic(out / "metrics.md", markdown_table(model, inputs, title).encode())
+    paths = {"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"}
+    if write_png(out / "grid.png", grid):
+        paths["grid"] = out / "grid.png"
+    return paths
+
+
+def pick_device(setting: str, local_rank: int = 0) -> torch.device:
+    if setting == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(setting)
+
+
+def load_model(ckpt: Path, device: torch.device) -> tuple[torch.nn.Module, TrainConfig, dict[str, str]]:
+    meta = checkpoint.read_meta(ckpt)
+    try:
+        cfg = TrainConfig.model_validate_json(meta["config"])
+    except (KeyError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"{ckpt}: its run config is missing or invalid ({exc})") from None
+    text_dim = int(meta["text_dim"]) if meta.get("text_dim") else None
+    model = build_model(cfg.model, cfg.data.size, text_dim)
+    model.load_state_dict(checkpoint.load_weights(ckpt))
+    return model.to(device).eval(), cfg, meta
+
+
+def evaluate(
+    ckpt_path: Path,
+    data: Path,
+    split: str = "test",
+    out: Path | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on every row of ``split`` of ``data`` (ours or iHarmony4)."""
+    ckpt = checkpoint.resolve(ckpt_path)
+    dev = pick_device(device)
+    model, cfg, meta = load_model(ckpt, dev)
+    source = open_source(data)
+    text_keys = getattr(model, "text_keys", ())
+    loader = Loader(
+        source,
+        split,
+        cfg.data.model_copy(update={"workers": workers}),
+        batch_size,
+        cfg.seed,
+        train=False,
+        text_keys=text_keys,
+        device=dev,
+        select=False,
+    )
+    bf16 = dev.type == "cuda" and cfg.precision != "fp32"
+
+    def predict(batch: dict[str, Any]) -> torch.Tensor:
+        with autocast(dev, bf16):
+            return model(batch["composite"], batch["mask"], {k: batch[k] for k in text_keys})
+
+    model_m, input_m, grid = run_metrics(predict, loader, grid_samples=cfg.grid_samples)
+    out = Path(out) if out else ckpt / f"eval-{split}"
+    info = {
+        "checkpoint": str(ckpt),
+        "step": int(meta.get("step", 0)),
+        "data": str(data),
+        "split": split,
+        "dataset_manifest_hash": source.manifest_hash,
+        "skips": loader.take_skip_report(),
+    }
+    paths = write_report(out, model_m, input_m, grid, info)
+    return {
+        "out": str(out),
+        **{k: str(v) for k, v in paths.items()},
+        "overall": model_m["overall"],
+        "input_overall": input_m["overall"],
+        "skips": info["skips"],
+    }

@@ -1,0 +1,334 @@
+"""The streaming training loader: units split by rank, then by worker; shuffled per epoch.
+
+Every epoch the units of the split are shuffled with (seed, epoch) and dealt out
+greedily, each to the rank with the fewest rows so far, then within the rank to the
+worker with the fewest (so uneven row groups leave every rank and worker within one unit
+of the others). A worker reads its units in that order through a shuffle buffer, cuts
+batches of ``batch_size`` rows (its last one may be short), decodes them and flips each
+sample with a per-batch seed. One epoch therefore yields every selected row exactly once
+across all ranks and workers.
+
+With several ranks in training (``even_ranks``) each rank takes as many batches as the rank with the
+fewest, so DDP's collective calls pair up; the rows left out are at most about one
+unit's worth and differ every epoch (evaluation runs on one rank and reads every row).
+
+Resuming mid-epoch: DataLoader delivers worker batches round robin, skipping finished
+workers, so the first ``start`` batches of an epoch are known per worker. Workers replay
+their row order for those batches without decoding and send a placeholder; the
+following batches are then exactly an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from schemas.train_config import TrainData
+from train.sources import DataError, Unit
+
+# Examples kept per skip reason for the end-of-epoch report.
+SKIP_EXAMPLES = 3
+
+
+def deal(weights: list[int], bins: int, order: list[int]) -> list[list[int]]:
+    """Items in ``order``, each to the bin with the least weight so far (lowest on ties)."""
+    out: list[list[int]] = [[] for _ in range(bins)]
+    load = [0] * bins
+    for item in order:
+        b = min(range(bins), key=lambda i: (load[i], i))
+        out[b].append(item)
+        load[b] += weights[item]
+    return out
+
+
+def epoch_plan(
+    units: list[Unit], seed: int, epoch: int, world: int, workers: int, shuffle: bool
+) -> list[list[list[int]]]:
+    """plan[rank][worker] = unit indices in reading order."""
+    sizes = [len(u.rows) for u in units]
+    order = (
+        np.random.default_rng([seed, epoch]).permutation(len(units)).tolist()
+        if shuffle
+        else list(range(len(units)))
+    )
+    plan = []
+    for rank_units in deal(sizes, world, order):
+        plan.append(deal(sizes, max(workers, 1), rank_units))
+    return plan
+
+
+def taken_per_worker(lengths: list[int], k: int) -> list[int]:
+    """How many of each worker's batches the first ``k`` delivered batches are, under
+    DataLoader's order: round robin over workers, passing over those that are done."""
+    taken = [0] * len(lengths)
+    w = 0
+    for _ in range(k):
+        for _ in range(len(lengths)):
+            if taken[w] < lengths[w]:
+                break
+            w = (w + 1) % len(lengths)
+        else:
+            raise ValueError(f"only {sum(lengths)} batches in this epoch, cannot skip {k}")
+        taken[w] += 1
+        w = (w + 1) % len(lengths)
+    return taken
+
+
+def decode_image(data: bytes | None, size: int, flags: int) -> np.ndarray | None:
+    if not data:
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        return None
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def decode_triple(row: dict[str, Any], size: int, flip: bool) -> tuple[np.ndarray, ...] | str:
+    """(composite, target, mask) as (H, W, 3) RGB uint8 x2 and (H, W) 0/1, or a skip reason."""
+    if row.get("error"):
+        return "missing_file"
+    comp = decode_image(row["composite"], size, cv2.IMREAD_COLOR)
+    target = decode_image(row["target"], size, cv2.IMREAD_COLOR)
+    mask = decode_image(row["mask"], size, cv2.IMREAD_GRAYSCALE)
+    if comp is None or target is None or mask is None:
+        return "undecodable_image"
+    mask = (mask > 127).astype(np.uint8)  # binary, as HT's evaluator
+    comp, target = comp[..., ::-1], target[..., ::-1]  # OpenCV's BGR -> RGB
+    if flip:
+        comp, target, mask = comp[:, ::-1], target[:, ::-1], mask[:, ::-1]
+    return comp, target, mask
+
+
+class TripleStream(IterableDataset):
+    """One rank's view of one epoch; each DataLoader worker takes its share of units."""
+
+    def __init__(
+        self,
+        source,
+        units: list[Unit],
+        *,
+        batch_size: int,
+        size: int,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world: int,
+        workers: int,
+        shuffle: bool,
+        flip: bool,
+        buffer: int,
+        text_keys: tuple[str, ...],
+        start: int = 0,
+    ) -> None:
+        super().__init__()
+        self.source, self.units = source, units
+        self.batch_size, self.size, self.seed, self.epoch = batch_size, size, seed, epoch
+        self.rank, self.world, self.workers = rank, world, workers
+        self.shuffle, self.flip, self.buffer = shuffle, flip, buffer
+        self.text_keys, self.start = text_keys, start
+
+    def worker_lengths(self) -> list[int]:
+        plan = epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
+        return [math.ceil(sum(len(self.units[u].rows) for u in w) / self.batch_size) for w in plan[self.rank]]
+
+    def _rows(self, mine: list[int], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+        buf: list[dict[str, Any]] = []
+        for u in mine:
+            for row in self.source.read(self.units[u], self.text_keys):
+                if not self.shuffle:
+                    yield row
+                elif len(buf) < self.buffer:
+                    buf.append(row)
+                else:
+                    i = int(rng.integers(len(buf)))
+                    yield buf[i]
+                    buf[i] = row
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid = info.id if info else 0
+        plan = epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
+        skip = taken_per_worker(self.worker_lengths(), self.start)[wid]
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, wid])
+        batch: list[dict[str, Any]] = []
+        j = 0
+        try:
+            for row in self._rows(plan[self.rank][wid], rng):
+                batch.append(row)
+                if len(batch) == self.batch_size:
+                    yield {"placeholder": True} if j < skip else self._collate(batch, wid, j)
+                    batch, j = [], j + 1
+            if batch:
+                yield {"placeholder": True} if j < skip else self._collate(batch, wid, j)
+        except DataError as exc:
+            # One line for the trainer to raise, instead of a worker traceback.
+            yield {"error": str(exc)}
+
+    def _collate(self, rows: list[dict[str, Any]], wid: int, j: int) -> dict[str, Any]:
+        flips = (
+            np.random.default_rng([self.seed, self.epoch, self.rank, wid, j]).random(len(rows)) < 0.5
+            if self.flip
+            else np.zeros(len(rows), bool)
+        )
+        kept, skipped = [], []
+        for row, flip in zip(rows, flips):
+            got = decode_triple(row, self.size, bool(flip))
+            if isinstance(got, str):
+                skipped.append((row["sample_id"], got))
+                continue
+            missing = [k for k in self.text_keys if row.get(k) is None]
+            if missing:
+                skipped.append((row["sample_id"], f"no_{missing[0]}"))
+                continue
+            kept.append((row, got))
+        out: dict[str, Any] = {
+            "sample_id": [r["sample_id"] for r, _ in kept],
+            "recipe": [r["recipe"] for r, _ in kept],
+            "skipped": skipped,
+        }
+        if kept:
+            out["composite"] = torch.from_numpy(
+                np.stack([g[0] for _, g in kept]).transpose(0, 3, 1, 2).copy()
+            )
+            out["target"] = torch.from_numpy(np.stack([g[1] for _, g in kept]).transpose(0, 3, 1, 2).copy())
+            out["mask"] = torch.from_numpy(np.stack([g[2] for _, g in kept])[:, None].copy())
+            for key in self.text_keys:
+                out[key] = torch.from_numpy(np.stack([np.asarray(r[key], np.float32) for r, _ in kept]))
+        return out
+
+
+def _init_worker(_: int) -> None:
+    # One decoding thread per worker process: the workers are the parallelism.
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+class Loader:
+    """Batches of one split for one rank, epoch by epoch, on ``device``.
+
+    A batch: ``composite``, ``target`` (B, 3, H, W) and ``mask`` (B, 1, H, W) float in
+    [0, 1]; ``clip_phrase`` / ``clip_caption`` (B, D) float when asked for; ``sample_id``
+    and ``recipe`` lists; ``fg_ratio`` (B,). Rows that fail to decode are left out of
+    their batch and counted in ``skips`` (reported per epoch); a batch left empty is
+    counted as consumed but not yielded.
+    """
+
+    def __init__(
+        self,
+        source,
+        split: str,
+        data: TrainData,
+        batch_size: int,
+        seed: int,
+        *,
+        train: bool,
+        rank: int = 0,
+        world: int = 1,
+        text_keys: tuple[str, ...] = (),
+        device: str | torch.device = "cpu",
+        select: bool = True,
+        even_ranks: bool = False,
+    ) -> None:
+        self.source, self.split, self.data = source, split, data
+        recipes, fg = (data.recipes, data.fg_ratio) if select else ((), (0.0, 1.0))
+        self.units = source.units(split, recipes, fg)
+        if not self.units:
+            what = f" with recipes {list(recipes)}" if recipes else ""
+            what += f" and fg_ratio in {list(fg)}" if tuple(fg) != (0.0, 1.0) else ""
+            raise DataError(
+                f"{source.root}: no rows in split {split!r}{what} "
+                f"(splits there: {', '.join(source.splits())})"
+            )
+        self.rows = sum(len(u.rows) for u in self.units)
+        self.batch_size, self.seed, self.train = batch_size, seed, train
+        self.rank, self.world, self.text_keys = rank, world, text_keys
+        # DDP: every rank takes the smallest rank's batch count (module docstring).
+        self.even_ranks = even_ranks
+        self.device = torch.device(device)
+        self.skips: Counter[str] = Counter()
+        self.skip_examples: dict[str, list[str]] = {}
+
+    def _stream(self, epoch: int, start: int, rank: int | None = None) -> TripleStream:
+        return TripleStream(
+            self.source,
+            self.units,
+            batch_size=self.batch_size,
+            size=self.data.size,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.rank if rank is None else rank,
+            world=self.world,
+            workers=self.data.workers,
+            shuffle=self.train,
+            flip=self.train and self.data.flip,
+            buffer=self.data.shuffle_buffer,
+            text_keys=self.text_keys,
+            start=start,
+        )
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        mine = sum(self._stream(epoch, 0).worker_lengths())
+        if not self.even_ranks or self.world == 1:
+            return mine
+        return min(sum(self._stream(epoch, 0, r).worker_lengths()) for r in range(self.world))
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
+        """Batches ``start``, ``start + 1``, ... of ``epoch`` (each tagged with its ``index``)."""
+        total = self.batches_in_epoch(epoch)
+        workers = self.data.workers
+        loader = DataLoader(
+            self._stream(epoch, start),
+            batch_size=None,
+            num_workers=workers,
+            worker_init_fn=_init_worker if workers else None,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+        )
+        it = iter(loader)
+        try:
+            for index, batch in enumerate(it):
+                if index >= total:
+                    break
+                if "error" in batch:
+                    raise DataError(batch["error"])
+                if index < start:
+                    assert batch.get("placeholder"), "resume skipped a decoded batch"
+                    continue
+                for sample_id, reason in batch["skipped"]:
+                    self.skips[reason] += 1
+                    ex = self.skip_examples.setdefault(reason, [])
+                    if len(ex) < SKIP_EXAMPLES:
+                        ex.append(sample_id)
+                if batch["sample_id"]:
+                    yield self.to_device(batch) | {"index": index}
+        finally:
+            del it  # stops the worker processes now, also when the caller stops early
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        # Pixels cross processes as uint8 (4x less than float) and become float here,
+        # on the GPU when there is one.
+        out = dict(batch)
+        dev, nb = self.device, self.device.type == "cuda"
+        for key in ("composite", "target"):
+            out[key] = batch[key].to(dev, non_blocking=nb).float().div_(255)
+        out["mask"] = batch["mask"].to(dev, non_blocking=nb).float()
+        out["fg_ratio"] = out["mask"].mean(dim=(1, 2, 3))
+        for key in self.text_keys:
+            out[key] = batch[key].to(dev, non_blocking=nb)
+        return out
+
+    def take_skip_report(self) -> dict[str, Any]:
+        """Counts and examples of rows skipped since the last call."""
+        report = {"counts": dict(self.skips), "examples": dict(self.skip_examples)}
+        self.skips, self.skip_examples = Counter(), {}
+        return report

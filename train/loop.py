@@ -1,0 +1,317 @@
+"""The training loop: one process per device, DDP under torchrun, exact resume.
+
+``train(cfg)`` runs ``cfg.steps`` optimizer steps over the train split epoch after epoch,
+validates and checkpoints every N steps and at the end, and returns a summary. A resumed
+run (``resume=True``) continues from the latest checkpoint: weights, Adam moments,
+schedule, RNG and the loader's position in its epoch, so the losses that follow equal an
+uninterrupted run's (exactly on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from schemas.errors import UserError
+from schemas.train_config import TrainConfig
+from train import checkpoint
+from train.evaluate import autocast, pick_device, run_metrics, write_png
+from train.loader import Loader
+from train.losses import make_loss
+from train.metrics import markdown_table
+from train.models import build_model, count_parameters
+from train.runlog import RunLog
+from train.sources import DataError, open_source
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says at which step and batch."""
+
+
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """HT+'s schedule in steps: optional linear warm-up, constant, then linear to 0 from
+    ``decay_start`` x steps to the end."""
+    warm, steps = cfg.optim.warmup_steps, cfg.steps
+    decay_from = cfg.optim.decay_start * steps
+
+    def factor(s: int) -> float:
+        if warm and s < warm:
+            return (s + 1) / warm
+        if s < decay_from or steps <= decay_from:
+            return 1.0
+        return max(0.0, (steps - s) / (steps - decay_from))
+
+    return factor
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world, local rank) from torchrun's environment; starts the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _any_rank(flag: bool, device: torch.device, world: int) -> bool:
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def train(
+    cfg: TrainConfig, resume: bool = False, say: Callable[[str], None] | None = print
+) -> dict[str, Any]:
+    rank, world, local_rank = _distributed()
+    device = pick_device(cfg.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    run_dir, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
+
+    source = open_source(cfg.data.dir)
+    text_keys = (
+        ()
+        if cfg.model.kind == "ht"
+        else ("clip_phrase", "clip_caption")
+        if cfg.model.text == "phrase+caption"
+        else ("clip_phrase",)
+    )
+    loader = Loader(
+        source,
+        cfg.data.train_split,
+        cfg.data,
+        cfg.batch_size,
+        cfg.seed,
+        train=True,
+        rank=rank,
+        world=world,
+        text_keys=text_keys,
+        device=device,
+        even_ranks=world > 1,
+    )
+    text_dim = source.text_dim(loader.units)
+    if text_keys and text_dim is None:
+        raise DataError(
+            f"{cfg.data.dir}: built without captions, so no CLIP text embeddings for "
+            f"model.kind={cfg.model.kind} (build with captions.enabled=true, or use model.kind=ht)"
+        )
+    val = _val_loader(cfg, source, text_keys, device) if rank == 0 else None
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = build_model(cfg.model, cfg.data.size, text_dim).to(device)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+    meta = {
+        "config": cfg.model_dump_json(),
+        "model_signature": json.dumps(cfg.model_signature(), sort_keys=True),
+        "manifest_hash": source.manifest_hash or "",
+        "run_hash": cfg.run_hash(),
+        "text_dim": str(text_dim or ""),
+    }
+    step, epoch, position = _restore(
+        cfg, ckpt_dir, resume, model, opt, sched, device, meta, say if rank == 0 else None
+    )
+
+    net = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if world > 1
+        else model
+    )
+    if cfg.compile:
+        net = torch.compile(net)
+    loss_fn = make_loss(cfg.optim)
+    log = RunLog(run_dir, cfg.steps, step, enabled=rank == 0, say=say)
+    log.say(
+        f"training {cfg.model.kind} ({count_parameters(model):,} parameters) on {loader.rows} rows of "
+        f"{cfg.data.dir} [{cfg.data.train_split}], {world} x batch {cfg.batch_size}, {device}, "
+        f"{'bf16' if bf16 else 'fp32'}, from step {step} to {cfg.steps}"
+    )
+
+    def save(at: int, ep: int, pos: int) -> None:
+        if rank == 0:
+            state = {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": _rng_state(device),
+                "loader": {"epoch": ep, "batch": pos},
+                "step": at,
+                "config": meta["config"],
+                "manifest_hash": meta["manifest_hash"],
+            }
+            checkpoint.save(ckpt_dir, at, model.state_dict(), state, meta, cfg.keep_checkpoints)
+
+    last_val: dict[str, Any] | None = None
+    seen, t_log = 0, time.perf_counter()
+    try:
+        while step < cfg.steps:
+            for batch in loader.epoch(epoch, position):
+                net.train()
+                with autocast(device, bf16):
+                    out = net(batch["composite"], batch["mask"], {k: batch[k] for k in text_keys})
+                loss = loss_fn(out.float(), batch["target"], batch["mask"])
+                bad = not torch.isfinite(loss).item()
+                if _any_rank(bad, device, world):
+                    where = f"batch sample ids {batch['sample_id']}" if bad else "on another rank"
+                    raise TrainingError(
+                        f"step {step + 1} (epoch {epoch}, batch {batch['index']}): "
+                        f"the loss is {loss.item()}, {where}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                opt.step()
+                sched.step()
+                step, position = step + 1, batch["index"] + 1
+                seen += len(batch["sample_id"]) * world
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    now = time.perf_counter()
+                    log.step(
+                        step,
+                        {
+                            "loss": loss.item(),
+                            "lr": sched.get_last_lr()[0],
+                            "epoch": epoch,
+                            "samples_per_s": seen / max(now - t_log, 1e-9),
+                        },
+                    )
+                    seen, t_log = 0, now
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    last_val = _validate(cfg, model, val, device, bf16, step, log)
+                    if world > 1:
+                        dist.barrier()
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save(step, epoch, position)
+                if step >= cfg.steps:
+                    break
+            else:
+                report = loader.take_skip_report()
+                if report["counts"]:
+                    log.say(f"epoch {epoch}: skipped rows {report['counts']} (e.g. {report['examples']})")
+                log.record("epoch", step, {"epoch": epoch, "skips": report})
+                epoch, position = epoch + 1, 0
+    finally:
+        log.close()
+    if world > 1:
+        dist.barrier()
+    return {
+        "run_dir": str(run_dir),
+        "steps": step,
+        "checkpoint": str(checkpoint.step_dir(ckpt_dir, step)),
+        "validation": last_val,
+        "log": str(log.path),
+    }
+
+
+def _val_loader(cfg: TrainConfig, source, text_keys, device) -> Loader | None:
+    if cfg.data.val_split not in source.splits():
+        return None
+    try:
+        return Loader(
+            source,
+            cfg.data.val_split,
+            cfg.data,
+            cfg.batch_size,
+            cfg.seed,
+            train=False,
+            text_keys=text_keys,
+            device=device,
+        )
+    except DataError:
+        return None  # the selection has no validation rows: validation is skipped
+
+
+def _restore(
+    cfg: TrainConfig, ckpt_dir: Path, resume: bool, model, opt, sched, device, meta: dict[str, str], say
+) -> tuple[int, int, int]:
+    """(step, epoch, batch position) to start from."""
+    found = checkpoint.checkpoints(ckpt_dir)
+    if not resume:
+        if found:
+            raise UserError(
+                f"{ckpt_dir}: this run folder already has checkpoints; continue it with "
+                "--resume or choose another out_dir"
+            )
+        return 0, 0, 0
+    if not found:
+        if say:
+            say(f"{ckpt_dir}: no checkpoint yet, starting from step 0")
+        return 0, 0, 0
+    ckpt = found[-1]
+    saved = checkpoint.read_meta(ckpt)
+    checkpoint.check_signature(ckpt, saved, json.loads(meta["model_signature"]))
+    if saved.get("manifest_hash", "") != meta["manifest_hash"]:
+        raise checkpoint.CheckpointError(
+            f"{ckpt}: trained on another version of the dataset (manifest {saved.get('manifest_hash')!r}, "
+            f"now {meta['manifest_hash']!r}); resume needs the same data, or start a new out_dir"
+        )
+    if saved.get("run_hash") != meta["run_hash"]:
+        raise checkpoint.CheckpointError(
+            f"{ckpt}: made with other training settings (run hash {saved.get('run_hash')} vs "
+            f"{meta['run_hash']}); resume needs the same config, or start a new out_dir"
+        )
+    model.load_state_dict(checkpoint.load_weights(ckpt))
+    state = checkpoint.load_state(ckpt)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    if say:
+        say(
+            f"resuming from {ckpt} (step {state['step']}, epoch {state['loader']['epoch']}, "
+            f"batch {state['loader']['batch']})"
+        )
+    return int(state["step"]), int(state["loader"]["epoch"]), int(state["loader"]["batch"])
+
+
+def _validate(
+    cfg: TrainConfig, model, val: Loader | None, device, bf16: bool, step: int, log: RunLog
+) -> dict[str, Any] | None:
+    if val is None:
+        return None
+    model.eval()
+    keys = val.text_keys
+
+    def predict(batch):
+        with autocast(device, bf16):
+            return model(batch["composite"], batch["mask"], {k: batch[k] for k in keys})
+
+    model_m, input_m, grid = run_metrics(predict, val, cfg.val_batches, cfg.grid_samples)
+    folder = Path(cfg.out_dir) / "val"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"step-{step:08d}.md").write_text(markdown_table(model_m, input_m, f"step {step}"))
+    write_png(folder / f"step-{step:08d}.png", grid)
+    overall = {k: v for k, v in model_m["overall"].items() if not (isinstance(v, float) and math.isnan(v))}
+    log.record("val", step, {**overall, "input": input_m["overall"]})
+    log.say(
+        f"step {step} validation: fMSE {model_m['overall']['fmse']:.1f} "
+        f"(input {input_m['overall']['fmse']:.1f}), PSNR {model_m['overall']['psnr']:.2f}"
+    )
+    return {
+        "overall": model_m["overall"],
+        "input_overall": input_m["overall"],
+        "grid": str(folder / f"step-{step:08d}.png"),
+        "table": str(folder / f"step-{step:08d}.md"),
+    }
