@@ -1,4 +1,5 @@
-"""``phraseharmony`` command line: build, download, inspect, preview, luts."""
+"""``phraseharmony`` command line: build, download, inspect, preview, luts, models, captions,
+train, evaluate."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from rich.table import Table
 from flows.cli_captions import captions, models_app
 from flows.cli_download import download
 from flows.cli_luts import app as luts_app
+from flows.cli_train import evaluate, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Build and inspect PhraseHarmony datasets.")
@@ -137,6 +139,8 @@ def preview(out_dir: Path = typer.Argument(..., exists=True, file_okay=False),
 
 app.command()(download)
 app.command()(captions)
+app.command()(train)
+app.command()(evaluate)
 app.add_typer(luts_app, name="luts")
 app.add_typer(models_app, name="models")
 

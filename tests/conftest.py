@@ -52,6 +52,30 @@ def sample_dataset(prefect_server, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Tiny random BLIP and CLIP models saved as local folders (two CLIPs differing by seed)."""
+    from model_fixtures import make_blip, make_clip
+
+    root = tmp_path_factory.mktemp("models")
+    return {"blip": str(make_blip(root / "blip")), "clip": make_clip(root / "clip"),
+            "clip2": make_clip(root / "clip2", seed=1)}
+
+
+def captions_on(models, clip="clip", *extra):
+    """Build overrides that caption with the tiny models."""
+    return ["captions.enabled=true", f"captions.blip_model={models['blip']}",
+            f"captions.clip_model={models[clip]}", "captions.workers=2", *extra]
+
+
+@pytest.fixture(scope="session")
+def captioned(models, prefect_server, tmp_path_factory):
+    """The sample built with captions on (tiny models): rows carry clip_* embeddings."""
+    out = tmp_path_factory.mktemp("captioned") / "out"
+    build(out, *captions_on(models))
+    return out
+
+
 @pytest.fixture
 def sample_copy(sample_dataset, tmp_path) -> Path:
     """A private copy of the built sample, for tests that modify it."""

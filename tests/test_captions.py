@@ -13,29 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, SAMPLE_CONFIG, build, shard_bytes
-from model_fixtures import make_blip, make_clip
+from conftest import REPO, SAMPLE_CONFIG, build, captions_on, shard_bytes
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return {"blip": str(make_blip(root / "blip")), "clip": make_clip(root / "clip"),
-            "clip2": make_clip(root / "clip2", seed=1)}
-
-
-def _on(models, clip="clip", *extra):
-    return ["captions.enabled=true", f"captions.blip_model={models['blip']}",
-            f"captions.clip_model={models[clip]}", "captions.workers=2", *extra]
-
-
-@pytest.fixture(scope="module")
-def captioned(models, tmp_path_factory):
-    out = tmp_path_factory.mktemp("captioned") / "out"
-    build(out, *_on(models))
-    return out
 
 
 def _rows(out):
@@ -80,14 +60,14 @@ def test_rows_carry_ranked_captions_and_unit_embeddings(captioned, models):
 def test_same_config_gives_identical_shards_and_a_rerun_runs_no_model(captioned, models, tmp_path,
                                                                     monkeypatch):
     again = tmp_path / "again"
-    build(again, *_on(models))
+    build(again, *captions_on(models))
     assert shard_bytes(again) == shard_bytes(captioned)
     import tasks.captions.engine as engine
 
     def no_models(*a, **k):
         raise AssertionError("a rerun loaded a model")
     monkeypatch.setattr(engine, "load_models", no_models)
-    assert build(again, *_on(models))["built"] == 0
+    assert build(again, *captions_on(models))["built"] == 0
 
 
 def test_a_clip_change_reruns_clip_only_and_equals_a_clean_build(captioned, models, tmp_path, monkeypatch):
@@ -98,11 +78,11 @@ def test_a_clip_change_reruns_clip_only_and_equals_a_clean_build(captioned, mode
     def no_blip(*a, **k):
         raise AssertionError("BLIP ran for a CLIP change")
     monkeypatch.setattr(engine, "caption_batch", no_blip)
-    summary = build(out, *_on(models, "clip2"))
+    summary = build(out, *captions_on(models, "clip2"))
     assert summary["built"] == summary["shards"]
     monkeypatch.undo()
     clean = tmp_path / "clean"
-    build(clean, *_on(models, "clip2"))
+    build(clean, *captions_on(models, "clip2"))
     assert shard_bytes(out) == shard_bytes(clean)
     first = pq.read_table(next((captioned / "data").rglob("*.parquet")))["clip_image"].to_pylist()
     second = pq.read_table(next((out / "data").rglob("*.parquet")))["clip_image"].to_pylist()
@@ -114,11 +94,11 @@ def test_a_recaptioned_image_rebuilds_exactly_its_shard(captioned, models, tmp_p
     shutil.copytree(captioned, out)
     (out / "captions" / "train" / "part-00001.parquet").write_bytes(b"PAR1 not ours PAR1")
     before = {p.name: p.stat().st_mtime_ns for p in (out / "_done").glob("*.json")}
-    summary = build(out, *_on(models))
+    summary = build(out, *captions_on(models))
     assert summary["built"] == 0   # the part came back byte-identical: no shard changed
     assert shard_bytes(out) == shard_bytes(captioned)
     assert {p.name: p.stat().st_mtime_ns for p in (out / "_done").glob("*.json")} == before
-    summary = build(out, *_on(models, "clip", "captions.top_p=0.5"))   # BLIP settings: recaption
+    summary = build(out, *captions_on(models, "clip", "captions.top_p=0.5"))   # BLIP settings: recaption
     assert summary["built"] == summary["shards"]
 
 
@@ -150,8 +130,8 @@ def test_auto_without_weights_builds_and_says_so(sample_dataset):
 
 
 def test_sigkill_during_captions_then_rerun_equals_clean(models, tmp_path):
-    slow = [*_on(models), "captions.candidates=48", "captions.max_length=48", "captions.min_length=40",
-            "captions.batch_size=1", "captions.workers=0"]
+    slow = [*captions_on(models), "captions.candidates=48", "captions.max_length=48",
+            "captions.min_length=40", "captions.batch_size=1", "captions.workers=0"]
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"))
     env.pop("PREFECT_API_URL", None)
     out = tmp_path / "killed"
@@ -211,7 +191,7 @@ def test_dask_sends_captions_to_the_gpu_worker_only(models, tmp_path):
     client = Client(cluster)
     try:
         client.wait_for_workers(2, timeout=60)
-        summary = build(tmp_path / "out", *_on(models), "captions.workers=0", "runner.kind=dask",
+        summary = build(tmp_path / "out", *captions_on(models), "captions.workers=0", "runner.kind=dask",
                         f"runner.dask_address={cluster.scheduler_address}")
         assert summary["complete"]
         ran = client.run(lambda dask_worker: sorted({str(e[0]) for e in dask_worker.state.log}))
@@ -234,7 +214,7 @@ def test_cuda_out_of_memory_halves_the_batch_and_goes_on(models, tmp_path, monke
     from tasks.sample_photos import SAMPLE_PHOTOS, materialize
 
     materialize(tmp_path / "out" / "images")
-    cfg = load_config(None, _on(models, "clip", "captions.workers=0", "captions.batch_size=8"),
+    cfg = load_config(None, captions_on(models, "clip", "captions.workers=0", "captions.batch_size=8"),
                       tmp_path / "out")
     m = engine.load_models(cfg.captions.blip_model, cfg.captions.clip_model, "cpu", "bfloat16")
     ids = sorted(SAMPLE_PHOTOS)
@@ -257,7 +237,7 @@ def test_cuda_out_of_memory_halves_the_batch_and_goes_on(models, tmp_path, monke
 
 def test_models_cli_and_the_stage_alone(models, sample_copy, tmp_path, monkeypatch):
     env = dict(os.environ, COLUMNS="300")   # rich would wrap the lines we look for
-    sets = [a for o in _on(models)[1:3] for a in ("--set", o)]
+    sets = [a for o in captions_on(models)[1:3] for a in ("--set", o)]
     cli = [sys.executable, "-m", "flows.cli"]
     check = subprocess.run([*cli, "models", "check", "--config", str(SAMPLE_CONFIG), *sets], cwd=REPO,
                            env=env, capture_output=True, text=True, timeout=300)
@@ -280,7 +260,7 @@ def test_models_cli_and_the_stage_alone(models, sample_copy, tmp_path, monkeypat
     def no_models(*a, **k):
         raise AssertionError("the build recomputed captions the stage had made")
     monkeypatch.setattr(engine, "load_models", no_models)
-    summary = build(sample_copy, *_on(models))
+    summary = build(sample_copy, *captions_on(models))
     assert summary["built"] == summary["shards"] and all(r["caption"] for r in _rows(sample_copy))
 
 
@@ -293,7 +273,7 @@ def test_a_photo_that_fails_to_decode_is_a_counted_skip(models, tmp_path):
     images = tmp_path / "out" / "images"
     materialize(images)
     (images / "9100003.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    cfg = load_config(None, _on(models, "clip", "captions.workers=1", "captions.batch_size=3"),
+    cfg = load_config(None, captions_on(models, "clip", "captions.workers=1", "captions.batch_size=3"),
                       tmp_path / "out")
     m = engine.load_models(cfg.captions.blip_model, cfg.captions.clip_model, "cpu", "bfloat16")
     table, skips = caption_images(cfg, m, sorted(SAMPLE_PHOTOS), None)

@@ -21,6 +21,7 @@ following batches are then exactly an uninterrupted run's.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections import Counter
 from typing import Any, Iterator
 
@@ -127,6 +128,7 @@ class TripleStream(IterableDataset):
         buffer: int,
         text_keys: tuple[str, ...],
         start: int = 0,
+        control: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.source, self.units = source, units
@@ -134,6 +136,8 @@ class TripleStream(IterableDataset):
         self.rank, self.world, self.workers = rank, world, workers
         self.shuffle, self.flip, self.buffer = shuffle, flip, buffer
         self.text_keys, self.start = text_keys, start
+        # Shared (epoch, start): persistent workers read the epoch to play from it.
+        self.control = control
 
     def worker_lengths(self) -> list[int]:
         plan = epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
@@ -157,6 +161,8 @@ class TripleStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         wid = info.id if info else 0
+        if self.control is not None:
+            self.epoch, self.start = int(self.control[0]), int(self.control[1])
         plan = epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
         skip = taken_per_worker(self.worker_lengths(), self.start)[wid]
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, wid])
@@ -205,6 +211,17 @@ class TripleStream(IterableDataset):
             for key in self.text_keys:
                 out[key] = torch.from_numpy(np.stack([np.asarray(r[key], np.float32) for r, _ in kept]))
         return out
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Workers start from a clean server process, never by forking this one: the trainer
+    may run inside Prefect (threads, event loops), where a forked worker dies at start.
+    The server has this module (and torch) imported, so a worker starts in milliseconds."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["train.loader"])
+    return ctx
 
 
 def _init_worker(_: int) -> None:
@@ -256,6 +273,8 @@ class Loader:
         self.even_ranks = even_ranks
         self.device = torch.device(device)
         self.skips: Counter[str] = Counter()
+        self._control = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self._loader: DataLoader | None = None
         self.skip_examples: dict[str, list[str]] = {}
 
     def _stream(self, epoch: int, start: int, rank: int | None = None) -> TripleStream:
@@ -274,6 +293,7 @@ class Loader:
             buffer=self.data.shuffle_buffer,
             text_keys=self.text_keys,
             start=start,
+            control=self._control,
         )
 
     def batches_in_epoch(self, epoch: int) -> int:
@@ -285,16 +305,8 @@ class Loader:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
         """Batches ``start``, ``start + 1``, ... of ``epoch`` (each tagged with its ``index``)."""
         total = self.batches_in_epoch(epoch)
-        workers = self.data.workers
-        loader = DataLoader(
-            self._stream(epoch, start),
-            batch_size=None,
-            num_workers=workers,
-            worker_init_fn=_init_worker if workers else None,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None,
-        )
-        it = iter(loader)
+        self._control[0], self._control[1] = epoch, start
+        it = iter(self._dataloader())
         try:
             for index, batch in enumerate(it):
                 if index >= total:
@@ -312,7 +324,27 @@ class Loader:
                 if batch["sample_id"]:
                     yield self.to_device(batch) | {"index": index}
         finally:
-            del it  # stops the worker processes now, also when the caller stops early
+            del it
+
+    def _dataloader(self) -> DataLoader:
+        # Workers persist across epochs (started once; the epoch travels in _control).
+        if self._loader is None:
+            workers = self.data.workers
+            self._loader = DataLoader(
+                self._stream(0, 0),
+                batch_size=None,
+                num_workers=workers,
+                worker_init_fn=_init_worker if workers else None,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=4 if workers else None,
+                persistent_workers=workers > 0,
+                multiprocessing_context=worker_context() if workers else None,
+            )
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop when the loader is collected)."""
+        self._loader = None
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         # Pixels cross processes as uint8 (4x less than float) and become float here,

@@ -9,6 +9,7 @@ uninterrupted run's (exactly on the CPU).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -213,15 +214,26 @@ def train(
                 epoch, position = epoch + 1, 0
     finally:
         log.close()
-    if world > 1:
-        dist.barrier()
-    return {
+    summary: dict[str, Any] = {}
+    if world > 1:  # every rank's weights, to show DDP kept them in step
+        digests: list[str | None] = [None] * world
+        dist.all_gather_object(digests, _weights_digest(model))
+        summary["weights_by_rank"] = digests
+    return summary | {
         "run_dir": str(run_dir),
         "steps": step,
         "checkpoint": str(checkpoint.step_dir(ckpt_dir, step)),
         "validation": last_val,
         "log": str(log.path),
     }
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _val_loader(cfg: TrainConfig, source, text_keys, device) -> Loader | None:
