@@ -34,6 +34,7 @@ server: $(STAMP)
 
 worker: $(STAMP)
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect work-pool create phraseharmony --type process --overwrite
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect work-pool create phraseharmony-gpu --type process --overwrite
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect --no-prompt deploy --all
 	PREFECT_API_URL=http://127.0.0.1:4200/api $(VENV)/bin/prefect worker start --pool phraseharmony
 

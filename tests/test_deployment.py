@@ -1,4 +1,5 @@
-"""`prefect deployment run build-dataset/sample` against a real server, pool and worker.
+"""`prefect deployment run build-dataset/sample`, then `train-harmonizer/sample` on what it
+built, against a real server, pools and worker.
 
 Everything runs as separate processes on 127.0.0.1 with a temporary PREFECT_HOME, as a
 user would start them from the README; the test stops all of it.
@@ -86,10 +87,14 @@ def test_sample_deployment_runs_on_a_real_server(tmp_path):
             time.sleep(0.5)
 
         run("work-pool", "create", "phraseharmony", "--type", "process")
+        run("work-pool", "create", "phraseharmony-gpu", "--type", "process")
         run("--no-prompt", "deploy", "--all")
-        deployments = {d["name"]: d for d in api(url, "/deployments/filter", {})}
-        assert set(deployments) == {"sample", "nightly"}
-        nightly = deployments["nightly"]
+        flows = {f["id"]: f["name"] for f in api(url, "/flows/filter", {})}
+        deployments = {f"{flows[d['flow_id']]}/{d['name']}": d for d in api(url, "/deployments/filter", {})}
+        assert set(deployments) == {"build-dataset/sample", "build-dataset/nightly",
+                                    "train-harmonizer/sample", "train-harmonizer/ht"}
+        assert deployments["train-harmonizer/ht"]["work_pool_name"] == "phraseharmony-gpu"
+        nightly = deployments["build-dataset/nightly"]
         assert nightly["schedules"] and nightly["schedules"][0]["schedule"]["cron"]
         # The full download starts only when someone resumes the schedule on purpose.
         assert nightly["schedules"][0]["active"] is False
@@ -103,9 +108,17 @@ def test_sample_deployment_runs_on_a_real_server(tmp_path):
         assert "rows in 5 shards (5 built this run) in" in " ".join(watched.split())
 
         runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {
-            "any_": [deployments["sample"]["id"]]}}})
+            "any_": [deployments["build-dataset/sample"]["id"]]}}})
         assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
         assert "rows in 5 shards" in runs[0]["state"]["message"]
+
+        params = {"overrides": [f"data.dir={out}", f"out_dir={tmp_path / 'run'}", "steps=10",
+                                "val_every=5", "checkpoint_every=5"]}
+        run("deployment", "run", "train-harmonizer/sample", "--params", json.dumps(params),
+            "--watch", "--watch-timeout", "240", timeout=300)
+        runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {
+            "any_": [deployments["train-harmonizer/sample"]["id"]]}}})
+        assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
     finally:
         for proc, name in reversed(procs):  # worker first, then server
             stop(proc, name)
@@ -115,3 +128,5 @@ def test_sample_deployment_runs_on_a_real_server(tmp_path):
     for shard in manifest["shards"]:
         assert sha256_file(out / shard["path"]) == shard["sha256"]
     assert (out / "README.md").exists() and (out / "preview.png").exists()
+    assert (tmp_path / "run" / "checkpoints" / "step-00000010" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoints" / "step-00000010" / "eval-test" / "metrics.md").exists()
