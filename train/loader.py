@@ -8,9 +8,15 @@ batches of ``batch_size`` rows (its last one may be short), decodes them and fli
 sample with a per-batch seed. One epoch therefore yields every selected row exactly once
 across all ranks and workers.
 
-With several ranks in training (``even_ranks``) each rank takes as many batches as the rank with the
-fewest, so DDP's collective calls pair up; the rows left out are at most about one
-unit's worth and differ every epoch (evaluation runs on one rank and reads every row).
+With several ranks in training (``even_ranks``) each rank takes as many batches as the
+rank with the fewest, so DDP's collective calls pair up; the rows left out are at most
+about one unit's worth and differ every epoch (evaluation runs on one rank and reads
+every row). A batch whose every row fails to decode is counted but not yielded; under
+DDP that would leave its rank one step short, so such data should be rebuilt first.
+
+Workers are started once per loader (persistent; the epoch to play travels in a shared
+tensor) from a fork server, never forked from the trainer, which may be a Prefect
+process whose threads make a forked worker die at start.
 
 Resuming mid-epoch: DataLoader delivers worker batches round robin, skipping finished
 workers, so the first ``start`` batches of an epoch are known per worker. Workers replay
