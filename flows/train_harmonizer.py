@@ -35,6 +35,7 @@ def check_dataset(cfg: TrainConfig) -> dict[str, Any]:
         "units": len(loader.units),
         "manifest_hash": source.manifest_hash,
         "text_dim": source.text_dim(loader.units),
+        "splits": source.splits(),
     }
     get_run_logger().info(
         "dataset %s (%s): %d training rows in %d units",
@@ -95,10 +96,7 @@ def train_harmonizer(
     cfg = load_train_config(config, overrides or [])
     data = check_dataset(cfg)
     summary = train_task(cfg, resume)
-    from train.sources import open_source
-
-    splits = open_source(cfg.data.dir).splits()
-    split = eval_split or ("test" if "test" in splits else cfg.data.val_split)
+    split = eval_split or ("test" if "test" in data["splits"] else cfg.data.val_split)
     result = evaluate_task(summary["checkpoint"], str(cfg.data.dir), split, cfg.data.workers)
     create_markdown_artifact(
         _artifact(cfg, result),

@@ -145,8 +145,12 @@ class TripleStream(IterableDataset):
         # Shared (epoch, start): persistent workers read the epoch to play from it.
         self.control = control
 
-    def worker_lengths(self) -> list[int]:
-        plan = epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
+    def plan(self) -> list[list[list[int]]]:
+        return epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
+
+    def worker_lengths(self, plan: list[list[list[int]]] | None = None) -> list[int]:
+        """Batches per worker of this rank (``plan``: this epoch's, when already made)."""
+        plan = plan or self.plan()
         return [math.ceil(sum(len(self.units[u].rows) for u in w) / self.batch_size) for w in plan[self.rank]]
 
     def _rows(self, mine: list[int], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
@@ -169,8 +173,8 @@ class TripleStream(IterableDataset):
         wid = info.id if info else 0
         if self.control is not None:
             self.epoch, self.start = int(self.control[0]), int(self.control[1])
-        plan = epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
-        skip = taken_per_worker(self.worker_lengths(), self.start)[wid]
+        plan = self.plan()
+        skip = taken_per_worker(self.worker_lengths(plan), self.start)[wid]
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, wid])
         batch: list[dict[str, Any]] = []
         j = 0

@@ -29,6 +29,7 @@ from train.loader import Loader
 from train.losses import make_loss
 from train.metrics import markdown_table
 from train.models import build_model, count_parameters
+from train.models import text_keys as model_text_keys
 from train.runlog import RunLog
 from train.sources import DataError, open_source
 
@@ -89,13 +90,7 @@ def train(
     run_dir, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
 
     source = open_source(cfg.data.dir)
-    text_keys = (
-        ()
-        if cfg.model.kind == "ht"
-        else ("clip_phrase", "clip_caption")
-        if cfg.model.text == "phrase+caption"
-        else ("clip_phrase",)
-    )
+    text_keys = model_text_keys(cfg.model)
     loader = Loader(
         source,
         cfg.data.train_split,

@@ -132,7 +132,7 @@ class TextHTPlus(HTPlus):
 
     def __init__(self, cfg: ModelConfig, size: int, text_dim: int) -> None:
         super().__init__(cfg, size)
-        self.text_keys = ("clip_phrase", "clip_caption") if cfg.text == "phrase+caption" else ("clip_phrase",)
+        self.text_keys = text_keys(cfg)
         self.text_dim = text_dim
         self.cond = nn.Sequential(nn.Linear(text_dim * len(self.text_keys), cfg.dim), nn.SiLU())
         nn.init.normal_(self.cond[0].weight, std=0.02)
@@ -151,6 +151,13 @@ class TextHTPlus(HTPlus):
         c = torch.cat([batch[k] for k in self.text_keys], dim=-1).to(self.ada.weight.dtype)
         m = self.ada(self.cond(c)).reshape(c.shape[0], self.cfg.depth, 6, self.cfg.dim)
         return [tuple(m[:, i, j] for j in range(6)) for i in range(self.cfg.depth)]
+
+
+def text_keys(cfg: ModelConfig) -> tuple[str, ...]:
+    """The batch columns a model of this config reads besides the pixels."""
+    if cfg.kind == "ht":
+        return ()
+    return ("clip_phrase", "clip_caption") if cfg.text == "phrase+caption" else ("clip_phrase",)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -61,8 +61,9 @@ class ShardSource:
             ) from None
         # Checkpoints carry this, so a model is always traceable to the exact data.
         self.manifest_hash = hashlib.sha256(raw).hexdigest()[:16]
-        self.parts = [self.root / s["path"] for s in sorted(shards, key=lambda s: s["path"])]
-        self.part_split = [s["split"] for s in sorted(shards, key=lambda s: s["path"])]
+        shards = sorted(shards, key=lambda s: s["path"])
+        self.parts = [self.root / s["path"] for s in shards]
+        self.part_split = [s["split"] for s in shards]
         self._files: dict[int, pq.ParquetFile] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -97,7 +98,8 @@ class ShardSource:
                     t = f.read_row_group(g, columns=["recipe", "fg_ratio"])
                 except (OSError, ValueError) as exc:
                     raise DataError(f"{self.parts[part]}: row group {g} cannot be read ({exc})") from None
-                keep = (t.column("fg_ratio").to_numpy() >= lo) & (t.column("fg_ratio").to_numpy() <= hi)
+                fg = t.column("fg_ratio").to_numpy()
+                keep = (fg >= lo) & (fg <= hi)
                 if recipes:
                     keep &= np.isin(t.column("recipe").to_numpy(zero_copy_only=False), list(recipes))
                 rows = np.flatnonzero(keep)
