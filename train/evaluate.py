@@ -8,7 +8,6 @@ group) and ``grid.png`` (composite | output | target | mask per sample).
 from __future__ import annotations
 
 import json
-import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from schemas.train_config import TrainConfig
+from tasks.files import write_bytes_atomic
 from train import checkpoint
 from train.loader import Loader
 from train.metrics import Metrics, markdown_table, per_image
@@ -59,21 +59,16 @@ def write_png(path: Path, rows: list[np.ndarray]) -> Path | None:
     ok, data = cv2.imencode(".png", np.concatenate(rows, axis=0)[..., ::-1])
     if not ok:
         raise RuntimeError(f"{path}: PNG encoding failed")
-    _write_atomic(path, data.tobytes())
-    return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data.tobytes())
+    return path
 
 
 def write_report(
     out: Path, model: dict[str, Any], inputs: dict[str, Any], grid: list[np.ndarray], info: dict[str, Any]
 ) -> dict[str, Path]:
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     report = {
         **info,
         "metrics": model,
@@ -81,9 +76,9 @@ def write_report(
         "definitions": "per image on 0-255 values at the training size, then averaged; "
         "binary mask; PSNR peak 255",
     }
-    _write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_bytes_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
     title = f"`{info.get('checkpoint', 'the model')}` on {info.get('data', '')} ({info.get('split', '')})"
-    _write_atomic(out / "metrics.md", markdown_table(model, inputs, title).encode())
+    write_bytes_atomic(out / "metrics.md", markdown_table(model, inputs, title).encode())
     paths = {"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"}
     if write_png(out / "grid.png", grid):
         paths["grid"] = out / "grid.png"

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from schemas.errors import UserError
 from schemas.train_config import TrainConfig
+from tasks.files import write_bytes_atomic
 from train import checkpoint
 from train.evaluate import autocast, pick_device, run_metrics, write_png
 from train.loader import Loader
@@ -308,7 +309,9 @@ def _validate(
     model_m, input_m, grid = run_metrics(predict, val, cfg.val_batches, cfg.grid_samples)
     folder = Path(cfg.out_dir) / "val"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"step-{step:08d}.md").write_text(markdown_table(model_m, input_m, f"step {step}"))
+    write_bytes_atomic(
+        folder / f"step-{step:08d}.md", markdown_table(model_m, input_m, f"step {step}").encode()
+    )
     write_png(folder / f"step-{step:08d}.png", grid)
     overall = {k: v for k, v in model_m["overall"].items() if not (isinstance(v, float) and math.isnan(v))}
     log.record("val", step, {**overall, "input": input_m["overall"]})
