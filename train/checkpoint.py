@@ -65,7 +65,7 @@ def save(
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    for old in sorted(checkpoints(root))[:-keep]:
+    for old in checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
