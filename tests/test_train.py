@@ -226,3 +226,35 @@ def test_selection_by_recipe_and_foreground_ratio(sample_dataset):
     assert set(got) == {"lut_fg"} and len(got) == loader.rows
     with pytest.raises(DataError, match=r"no rows in split 'train' with recipes \['nope'\].*splits there"):
         Loader(open_source(sample_dataset), "train", TrainData(recipes=("nope",)), 4, 0, train=True)
+
+
+def test_losses_and_schedule_against_hand_computed_values():
+    from schemas.train_config import load_train_config
+    from train.loop import lr_factor
+    from train.losses import fn_mse_loss, l1_loss
+
+    target = torch.zeros(2, 3, 2, 2)
+    out = torch.zeros(2, 3, 2, 2)
+    out[0, :, 0, 0] = 0.5  # 3 values off by 0.5 (HT scale: 1.0) out of 24
+    mask = torch.zeros(2, 1, 2, 2)
+    mask[0, 0, 0, 0] = 1
+    assert l1_loss(100.0)(out, target, mask).item() == pytest.approx(100 * 3 / 24)
+    # per image: sum of squares (0-255) / (3 * max(area, A_min)), then the batch mean
+    assert fn_mse_loss(1.0)(out, target, mask).item() == pytest.approx((3 * 127.5**2 / 3 + 0) / 2)
+    assert fn_mse_loss(100.0)(out, target, mask).item() == pytest.approx((3 * 127.5**2 / 300) / 2)
+    cfg = load_train_config(None, ["steps=10", "optim.warmup_steps=2", "optim.decay_start=0.5"])
+    f = lr_factor(cfg)
+    assert [round(f(s), 3) for s in range(10)] == [0.5, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
+
+
+def test_the_shipped_training_configs_load():
+    from conftest import REPO
+    from schemas.train_config import load_train_config
+    from train.models import build_model
+
+    configs = {p.name: load_train_config(p) for p in sorted((REPO / "configs").glob("train-*.yaml"))}
+    assert set(configs) == {"train-sample.yaml", "train-ht.yaml", "train-ht-text.yaml"}
+    ht = configs["train-ht.yaml"]
+    assert count_parameters(build_model(ht.model, ht.data.size)) == 4_772_867
+    assert ht.optim.lr == 1e-4 and ht.optim.betas == (0.5, 0.999) and ht.batch_size == 8
+    assert configs["train-ht-text.yaml"].model.kind == "ht_text"
