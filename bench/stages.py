@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def make_input(work: Path, n_images: int) -> tuple[Path, Path]:
-    """Annotation files and a photo folder for ``n_images`` images."""
+def make_input(work: Path, n_images: int, looks: list | None = None) -> tuple[Path, Path]:
+    """Annotation files and a photo folder for ``n_images`` images; replica ``i`` is
+    graded by ``looks[i % len(looks)]`` (default: the photographic built-in looks)."""
     from schemas.config import SAMPLE_ANNOTATIONS
     from tasks.sample_photos import materialize
 
@@ -41,9 +42,11 @@ def make_input(work: Path, n_images: int) -> tuple[Path, Path]:
     import cv2
     import numpy as np
 
-    from lut_library import builtin_luts
+    from lut_library import build_library
 
-    looks = list(builtin_luts().values())
+    # Photographic looks only: a monochrome or channel-swapped replica is no photo of
+    # the real data (VGPhraseCut's objects of one category differ in colour for real).
+    looks = looks or list(build_library(photographic_only=True).values())
     images, tasks = [], []
     for i in range(n_images):
         src = base_images[i % len(base_images)]

@@ -6,6 +6,8 @@ Full path per sample (one core): decode the photo's JPEG bytes -> resize -> rast
 the phrase's polygons (official rule) and resize the mask -> recipe (LUTs, quality
 filter with its metrics) -> encode target, composite (JPEG) and mask (1-bit PNG).
 Codec floor, same photos: decode -> resize -> the same three encodes, nothing else.
+Realism judge alone: ``tasks.composite.judge`` (features + thresholds) on kept
+``lut_pair`` triples, against the full ``lut_pair`` path (which includes it).
 Inputs are the bundled sample's real photos and hand-drawn polygons.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.config import SAMPLE_ANNOTATIONS, MaskConfig, SynthesisConfig  # noqa: E402
-from tasks.composite import sample_seed, synthesize  # noqa: E402
+from tasks.composite import judge, sample_seed, synthesize  # noqa: E402
 from tasks.images import decode_resized  # noqa: E402
 from tasks.masks import stored_mask  # noqa: E402
 from tasks.samples import encode_jpeg, encode_mask_png  # noqa: E402
@@ -92,11 +94,16 @@ def main() -> None:
         lut.positions, lut.flat_table
     run(tasks, images, data, 30, full("lut_pair"))
     run(tasks, images, data, 30, full("lut_fg"))
+    triples = judged_triples(tasks, images, data, luts, masks, size)
     results = {}
     for rnd in range(3):  # interleave to spread machine noise over all paths
         results.setdefault("floor", []).append(run(tasks, images, data, a.samples, floor))
         for recipe in ("lut_pair", "lut_fg"):
             results.setdefault(recipe, []).append(run(tasks, images, data, a.samples, full(recipe)))
+        t0 = time.perf_counter()
+        for k in range(a.samples):
+            judge(*triples[k % len(triples)], SynthesisConfig())
+        results.setdefault("judge", []).append(time.perf_counter() - t0)
     best = {k: min(v) / a.samples * 1e3 for k, v in results.items()}
     print(f"{a.samples} samples per path, best of 3 rounds, 1 core, {size}x{size}")
     print(f"  codec floor (decode+resize+3 encodes): {best['floor']:.2f} ms/sample "
@@ -105,12 +112,28 @@ def main() -> None:
         ms = best[recipe]
         print(f"  full path, {recipe:8s}: {ms:.2f} ms/sample ({1e3 / ms:.0f} samples/s), "
               f"{ms / best['floor']:.2f}x floor  (targets: >= 250/s, <= 2.0x)")
+    print(f"  realism judge alone: {best['judge']:.2f} ms/sample, "
+          f"{best['judge'] / best['lut_pair']:.1%} of a lut_pair sample  (target: <= 15%)")
     # Counted over every timed and warm-up sample of each path.
     samples = 30 + 3 * a.samples
     for recipe in ("lut_pair", "lut_fg"):
-        n = sum(v for k, v in rejections.items() if k.startswith(recipe + ":"))
-        print(f"  quality-filter redraws, {recipe}: {n / samples:.3f} per sample "
-              f"({ {k: v for k, v in rejections.items() if k.startswith(recipe)} })")
+        drawn = rejections[f"judged:{recipe}"]
+        reasons = {k.split(":", 1)[1]: v for k, v in rejections.most_common() if k.startswith(recipe + ":")}
+        print(f"  draws judged per sample, {recipe}: {drawn / samples:.2f} (reasons given: {reasons})")
+
+
+def judged_triples(tasks, images, data, luts, masks, size):
+    """(target, composite, mask, metrics) of kept lut_pair composites, one per task."""
+    cfg = SynthesisConfig(recipes={"lut_pair": 1.0})
+    out = []
+    for k, task in enumerate(tasks):
+        rec = images[task["image_id"]]
+        img, _ = decode_resized(data[task["image_id"]], size)
+        mask = stored_mask(task["Polygons"], rec["width"], rec["height"], size, masks)
+        got = synthesize(img, mask, cfg, np.random.default_rng(k), luts)
+        if not isinstance(got, str):
+            out.append((got.target, got.composite, mask, got.metrics))
+    return out
 
 
 if __name__ == "__main__":

@@ -76,6 +76,38 @@ def looks_technical(name: str, lut: Lut3D) -> bool:
     return bool(out[0] < 0.06 and (out[2] - out[1]) / 0.3 > 1.75 and out[3] > 0.95 and gain > 1.8)
 
 
+# A look is non-photographic when it leaves the chart under this share of its colour
+# spread (sqrt(var a* + var b*)): monochrome and zero-saturation looks (the tinted mono
+# looks at 0.95 keep 7-19%, the 0.6 ones 41-49%, saturation 0.3 keeps 33%) ...
+MIN_SPREAD_KEPT = 0.25
+# ... or turns the chart's chromatic patches' hues by more than this on average
+# (chroma-weighted): a channel swap turns them 64°, the warmest white balance 37°.
+MAX_HUE_TURN = 45.0
+
+
+def non_photographic(lut: Lut3D) -> str | None:
+    """Why a look is not something a camera or a light would do to a photo (so it stays
+    out of composites by default), or None. Measured on the ColorChecker chart."""
+    before, after = chart_lab(None), chart_lab(lut)
+    spread = np.hypot(after[:, 1].std(), after[:, 2].std()) / np.hypot(before[:, 1].std(), before[:, 2].std())
+    if spread < MIN_SPREAD_KEPT:
+        return f"monochrome: keeps {spread:.0%} of the chart's colour spread (< {MIN_SPREAD_KEPT:.0%})"
+    c0, c1 = _chroma_lab(before), _chroma_lab(after)
+    chromatic = c0 > 15
+    hue_before = np.degrees(np.arctan2(before[:, 2], before[:, 1]))
+    hue_after = np.degrees(np.arctan2(after[:, 2], after[:, 1]))
+    turn = np.abs((hue_after - hue_before + 180) % 360 - 180)
+    weight = np.minimum(c0, c1)[chromatic]
+    mean_turn = float(np.sum(turn[chromatic] * weight) / max(np.sum(weight), 1e-9))
+    if mean_turn > MAX_HUE_TURN:
+        return f"hue remap: turns the chart's hues {mean_turn:.0f}° on average (> {MAX_HUE_TURN:.0f}°)"
+    return None
+
+
+def _chroma_lab(lab: np.ndarray) -> np.ndarray:
+    return np.hypot(lab[:, 1], lab[:, 2])
+
+
 def _chroma(px: np.ndarray) -> np.ndarray:
     lab = srgb_to_lab(px)
     return np.hypot(lab[:, 1], lab[:, 2])
@@ -121,17 +153,19 @@ def scan_folder(folder: Path, known: dict[str, Lut3D] | None = None,
 
 
 def build_library(size: int = 33, user_dirs: tuple[str, ...] = (), exclude_technical: bool = True,
-                  near_delta_e: float = 1.0, min_delta_e: float = 0.0) -> dict[str, Lut3D]:
+                  near_delta_e: float = 1.0, min_delta_e: float = 0.0,
+                  photographic_only: bool = False) -> dict[str, Lut3D]:
     """id -> LUT: the built-in looks, then each user folder's usable, non-duplicate LUTs
     (near-duplicates are kept, only flagged by ``luts check``); looks whose mean ΔE2000
-    against identity on the chart is under ``min_delta_e`` are left out."""
+    against identity on the chart is under ``min_delta_e`` are left out, and with
+    ``photographic_only`` so are the ``non_photographic`` ones."""
     return dict(_library(size, tuple(str(d) for d in user_dirs), exclude_technical, near_delta_e,
-                         min_delta_e))
+                         min_delta_e, photographic_only))
 
 
 @lru_cache(maxsize=4)
 def _library(size, user_dirs, exclude_technical, near_delta_e,
-             min_delta_e) -> tuple[tuple[str, Lut3D], ...]:
+             min_delta_e, photographic_only=False) -> tuple[tuple[str, Lut3D], ...]:
     luts = dict(builtin_luts(size))
     for folder in user_dirs:
         # Near-duplicates stay in (only `luts check` flags them): no chart comparisons here.
@@ -141,6 +175,8 @@ def _library(size, user_dirs, exclude_technical, near_delta_e,
             luts[entry.id] = entry.lut
     if min_delta_e > 0:
         luts = {k: v for k, v in luts.items() if chart_delta_e(v) >= min_delta_e}
+    if photographic_only:
+        luts = {k: v for k, v in luts.items() if non_photographic(v) is None}
     return tuple(luts.items())
 
 
@@ -182,7 +218,10 @@ def manifest_entries(size: int = 33) -> list[dict]:
     luts = builtin_luts(size)
     return [{"id": lk.id, "family": lk.family, "steps": lk.params_json(),
              "sha256": hashlib.sha256(cube_bytes(luts[lk.id])).hexdigest(),
-             "delta_e_vs_identity": round(chart_delta_e(luts[lk.id]), 2)}
+             "delta_e_vs_identity": round(chart_delta_e(luts[lk.id]), 2),
+             # Whether the look may enter composites by default (luts.composite_photographic_only).
+             "composite": non_photographic(luts[lk.id]) is None,
+             "not_in_composites_because": non_photographic(luts[lk.id])}
             for lk in LOOKS]
 
 

@@ -1,8 +1,10 @@
-"""Arrow schema of one shard row (one training triple), version 2.
+"""Arrow schema of one shard row (one training triple), version 3.
 
 Column groups follow DESIGN.md. v2: ``caption_candidates`` became (text, CLIP score)
 structs, best first, and the caption and embedding columns are filled by the captions
-stage (null when it is off). The CLIP model id and embedding width are in each file's
+stage (null when it is off). v3: ``realism``, the realism judge's features of the row
+(``tasks/realism.py``), so a built dataset can be re-filtered with other thresholds.
+The CLIP model id and embedding width are in each file's
 metadata (``phraseharmony.clip_model``, ``phraseharmony.clip_dim``).
 """
 
@@ -10,11 +12,31 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 _relation = pa.list_(pa.list_(pa.string()))
 _embedding = pa.list_(pa.float16())
 _candidate = pa.struct([("text", pa.string()), ("clip_score", pa.float32())])
+# The realism judge's features (tasks/realism.py computes them, RealismConfig thresholds
+# them), all on the composite vs the target inside the mask unless said otherwise.
+REALISM_FIELDS: list[tuple[str, str]] = [
+    ("delta_e", "mean CIEDE2000 (as the delta_e column)"),
+    ("fmse", "fMSE (as the fmse column)"),
+    ("visibility", "ΔE76 between the region's mean colours x fg_ratio^0.25"),
+    ("fg_chroma", "the target region's mean CIELAB chroma"),
+    ("fg_chroma_ratio", "composite region's mean chroma / target's (floor 2)"),
+    ("fg_spread", "sqrt(var a* + var b*) of the composite region"),
+    ("spread_ratio", "that spread / the target region's (floor 2)"),
+    ("bg_spread", "sqrt(var a* + var b*) of the composite's background (-1: no background)"),
+    ("hue_shift", "degrees between the region's mean a*b* before and after (0 unless both "
+                  "have chroma >= 8)"),
+    ("speckle_ratio", "a*b* |Laplacian| energy inside the region, composite / target"),
+    ("halo", "ΔE76 between the mean change of the mask's 2-px edge band and of its interior"),
+    ("texture_ratio", "luma gradient energy inside the region, composite / target"),
+    ("new_clip", "share of region pixels newly blown to white or crushed to black"),
+]
+_realism = pa.struct([pa.field(name, pa.float32(), nullable=False, metadata={"doc": doc})
+                      for name, doc in REALISM_FIELDS])
 
 FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     # identity
@@ -59,6 +81,8 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("fmse", pa.float32(), False, "squared error over foreground / (3*|M|)"),
     ("psnr", pa.float32(), False, "10*log10(255^2/MSE)"),
     ("delta_e", pa.float32(), False, "mean CIEDE2000 over foreground pixels"),
+    ("realism", _realism, False, "the realism judge's features of this row (every kept row "
+     "passed the build's thresholds; filter again with others)"),
     # embeddings (L2-normalised; model id in file metadata)
     ("clip_image", _embedding, True,
      "CLIP embedding of the source photo (L2-normalised): for re-ranking and filtering only; a "

@@ -16,6 +16,7 @@ from schemas.config import RunConfig
 from schemas.shard import FIELDS
 from tasks.card_text import CITATION, RECIPES, SAMPLE_SOURCE, VGPHRASECUT_SOURCE, describe
 from tasks.files import write_bytes_atomic
+from tasks.realism import REASONS
 
 CARD_NAME = "README.md"
 PREVIEW_NAME = "preview.png"
@@ -23,6 +24,9 @@ PREVIEW_NAME = "preview.png"
 IHARMONY4_INPUT = {"mse": 172.47, "fmse": 1387.30, "psnr": 31.63}
 FG_BINS = ((0.0, 0.05, "0-5%"), (0.05, 0.15, "5-15%"), (0.15, 1.0001, "15-100%"))
 STAT_COLUMNS = ["split", "recipe", "fg_ratio", "mse", "fmse", "psnr", "delta_e"]
+JUDGED = "judged:"   # notes key prefix: draws the realism judge saw, per recipe
+# What the quality filter says of a draw: the judge's reasons and the ceiling.
+JUDGE_REASONS = (*REASONS, "fg_change_above_max")
 
 
 def read_stat_columns(out_dir: Path, manifest: dict[str, Any]) -> pa.Table:
@@ -34,8 +38,10 @@ def read_stat_columns(out_dir: Path, manifest: dict[str, Any]) -> pa.Table:
 def _metric_row(label: str, t: dict[str, np.ndarray], sel: np.ndarray) -> str:
     n = int(sel.sum())
     if n == 0:
-        return f"| {label} | 0 | – | – | – | – |"
-    return (f"| {label} | {n} | {t['mse'][sel].mean():.2f} | {t['fmse'][sel].mean():.2f} | "
+        return f"| {label} | 0 | – | – | – | – | – | – |"
+    fm = t["fmse"][sel]
+    return (f"| {label} | {n} | {t['mse'][sel].mean():.2f} | {fm.mean():.2f} | "
+            f"{fm.mean() / IHARMONY4_INPUT['fmse']:.2f}x | {(fm < 100).mean():.1%} | "
             f"{t['psnr'][sel].mean():.2f} | {t['delta_e'][sel].mean():.2f} |")
 
 
@@ -56,7 +62,7 @@ def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table,
              "relative to this folder",
              f"- schema v{manifest['schema_version']}, config `{manifest['config_hash']}`, "
              f"code `{manifest['code_version']}`, LUT library `{manifest['lut_library_version']}`",
-             "", "![preview: composite | target | mask](preview.png)", "",
+             "", "![preview: composite | target | what changed](preview.png)", "",
              "## Source and licence", "",
              SAMPLE_SOURCE if cfg.images.source == "sample" else VGPHRASECUT_SOURCE, "",
              "## Counts by split", "", "| split | images | phrases | rows | shards |",
@@ -66,6 +72,7 @@ def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table,
         lines.append(f"| {s} | {v['images']} | {v['tasks']} | {v['rows']} | {v['shards']} |")
     lines += _recipe_section(cfg, manifest, t, splits)
     lines += _metrics_section(t)
+    lines += _judge_section(manifest, t)
     lines += ["", "## Foreground ratio", "", "| foreground share | rows |", "|---|---|"]
     edges = np.linspace(0.0, 1.0, 11)
     hist, _ = np.histogram(t["fg_ratio"], bins=edges)
@@ -119,7 +126,10 @@ def _metrics_section(t: dict[str, np.ndarray]) -> list[str]:
              "Per-image MSE, fMSE, PSNR on 0-255 values at the stored size (the "
              "harmonization papers' definitions, binary mask, peak 255), averaged over rows; "
              "ΔE is mean CIEDE2000 over the foreground. Computed on the arrays before JPEG "
-             "encoding.", "", "| rows | n | MSE | fMSE | PSNR | ΔE2000 |", "|---|---|---|---|---|---|"]
+             "encoding. Difficulty is read against iHarmony4's input composites (last row): "
+             "each recipe's mean fMSE should sit at 0.6-1.6x of theirs.", "",
+             "| rows | n | MSE | fMSE | fMSE vs iHarmony4 | fMSE < 100 | PSNR | ΔE2000 |",
+             "|---|---|---|---|---|---|---|---|"]
     lines.append(_metric_row("all", t, np.ones(len(t["mse"]), dtype=bool)))
     for r in sorted(set(t["recipe"].tolist())):
         lines.append(_metric_row(f"recipe {r}", t, t["recipe"] == r))
@@ -127,7 +137,31 @@ def _metrics_section(t: dict[str, np.ndarray]) -> list[str]:
         lines.append(_metric_row(f"foreground {label}", t, (t["fg_ratio"] >= lo) & (t["fg_ratio"] < hi)))
     ih = IHARMONY4_INPUT
     lines.append(f"| iHarmony4 test input composites (reference) | 7404 | {ih['mse']} | "
-                 f"{ih['fmse']} | {ih['psnr']} | – |")
+                 f"{ih['fmse']} | 1.00x | – | {ih['psnr']} | – |")
+    return lines
+
+
+def _judge_section(manifest: dict[str, Any], t: dict[str, np.ndarray]) -> list[str]:
+    """Per recipe: draws the realism judge saw, the share it turned down (each was drawn
+    again), and how often it gave each reason (a draw can have several)."""
+    notes = manifest["notes"]
+    judged = {k[len(JUDGED):]: v for k, v in notes.items() if k.startswith(JUDGED)}
+    if not judged:
+        return []
+    reasons = sorted({k.partition(":")[2] for k in notes if k.partition(":")[2] in JUDGE_REASONS})
+    lines = ["", "## Realism judge", "",
+             "Every draw is judged (`tasks/realism.py`, thresholds under `synthesis.realism`); "
+             "a rejected draw is drawn again (another look pair or reference) up to "
+             "`synthesis.max_attempts` times. Each row keeps the judge's features in its "
+             "`realism` column.", "",
+             "| recipe | judged | rejected | " + " | ".join(f"`{r}`" for r in reasons) + " |",
+             "|---|---|---|" + "---|" * len(reasons)]
+    for recipe in sorted(judged):
+        kept = int((t["recipe"] == recipe).sum())
+        rate = 1 - kept / judged[recipe] if judged[recipe] else 0.0
+        cells = [str(notes.get(f"{recipe}:{r}", 0)) for r in reasons]
+        lines.append(f"| {recipe} | {judged[recipe]} | {rate:.0%} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- `{r}`: {describe(r)}" for r in reasons]
     return lines
 
 
@@ -141,7 +175,8 @@ def _skips_section(manifest: dict[str, Any]) -> list[str]:
             lines.append(f"| {stage} | {describe(reason)} (`{reason}`) | {n} | {ex} |")
     if not manifest["annotation_skips"]["counts"] and not manifest["skips"]["counts"]:
         lines.append("| – | none | 0 | |")
-    redraws = {k: v for k, v in manifest["notes"].items() if ":" in k}
+    redraws = {k: v for k, v in manifest["notes"].items()
+               if ":" in k and not k.startswith(JUDGED) and k.partition(":")[2] not in JUDGE_REASONS}
     notes = {k: v for k, v in manifest["notes"].items() if ":" not in k and v}
     if redraws:
         lines += ["", "Draws the quality filter or the reference search turned down (the "
@@ -214,7 +249,8 @@ def _font(size: int) -> ImageFont.ImageFont:
 def pick_preview_rows(out_dir: Path, manifest: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """The first composite of up to ``n`` different images, in manifest order."""
     picked, seen = [], set()
-    cols = ["image_id", "sample_id", "phrase", "recipe", "caption", "composite", "target", "mask"]
+    cols = ["image_id", "sample_id", "phrase", "recipe", "lut_fg", "lut_bg", "reference_task_id",
+            "caption", "composite", "target", "mask"]
     for shard in manifest["shards"]:
         pf = pq.ParquetFile(out_dir / shard["path"])
         for g in range(pf.num_row_groups):
@@ -227,27 +263,49 @@ def pick_preview_rows(out_dir: Path, manifest: dict[str, Any], n: int) -> list[d
     return picked
 
 
+def _change_panel(row: dict[str, Any], tile: int) -> Image.Image:
+    """|composite - target| x 4 (what changed, brightened), the mask outlined in yellow."""
+    comp, target = (np.asarray(Image.open(io.BytesIO(row[k])).convert("RGB"), np.int16)
+                    for k in ("composite", "target"))
+    diff = np.clip(np.abs(comp - target) * 4, 0, 255).astype(np.uint8)
+    mask = np.asarray(Image.open(io.BytesIO(row["mask"])), dtype=bool)
+    inner = mask.copy()
+    inner[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    diff[mask & ~inner] = (255, 220, 0)
+    return Image.fromarray(diff).resize((tile, tile))
+
+
+def _provenance(row: dict[str, Any]) -> str:
+    if row["recipe"] == "lut_pair":
+        return f"lut_pair: {row['lut_fg']} in the mask, {row['lut_bg']} around it"
+    if row["recipe"] == "lut_fg":
+        return f"lut_fg: {row['lut_fg']} in the mask"
+    return f"{row['recipe']} toward {row['reference_task_id']}"
+
+
 def render_preview(rows: list[dict[str, Any]], tile: int = 192) -> Image.Image:
-    """A grid: one line per sample, composite | target | mask, the phrase (and the
-    photo's caption, when there is one) underneath."""
-    pad, text_h = 6, 40 if any(r.get("caption") for r in rows) else 22
+    """A grid: one line per sample, composite | target | what changed (mask outlined);
+    the phrase, how the composite was made and (when there is one) the photo's caption
+    underneath."""
+    pad, text_h = 6, 58 if any(r.get("caption") for r in rows) else 40
     header = 24
     width = 3 * tile + 4 * pad
     height = header + max(1, len(rows)) * (tile + text_h + pad) + pad
     canvas = Image.new("RGB", (width, height), (250, 250, 250))
     draw = ImageDraw.Draw(canvas)
     font = _font(14)
-    for i, label in enumerate(("composite", "target", "mask")):
+    for i, label in enumerate(("composite", "target", "change x4, mask outlined")):
         draw.text((pad + i * (tile + pad), 5), label, fill=(30, 30, 30), font=font)
     for r, row in enumerate(rows):
         y = header + r * (tile + text_h + pad)
-        for i, key in enumerate(("composite", "target", "mask")):
+        for i, key in enumerate(("composite", "target")):
             im = Image.open(io.BytesIO(row[key])).convert("RGB").resize((tile, tile))
             canvas.paste(im, (pad + i * (tile + pad), y))
-        draw.text((pad, y + tile + 3), f'"{row["phrase"]}"  ({row["recipe"]})',
-                  fill=(20, 20, 20), font=font)
+        canvas.paste(_change_panel(row, tile), (pad + 2 * (tile + pad), y))
+        draw.text((pad, y + tile + 3), f'"{row["phrase"]}"', fill=(20, 20, 20), font=font)
+        draw.text((pad, y + tile + 21), _provenance(row)[:80], fill=(90, 60, 20), font=font)
         if row.get("caption"):
-            draw.text((pad, y + tile + 21), f"caption: {row['caption']}"[:90], fill=(70, 70, 120), font=font)
+            draw.text((pad, y + tile + 39), f"caption: {row['caption']}"[:90], fill=(70, 70, 120), font=font)
     if not rows:
         draw.text((pad, header + 10), "no rows", fill=(200, 0, 0), font=font)
     return canvas

@@ -23,6 +23,7 @@ from schemas.config import LUT_RECIPES, SynthesisConfig
 from tasks.lut_kernels import composite_u8
 from tasks.luts import Lut3D
 from tasks.metrics import difficulty
+from tasks.realism import features, reasons
 from tasks.references import Reference
 from tasks.transfers import TransferError, transfer
 
@@ -43,6 +44,7 @@ class Composite:
     strength: float
     reference_task_id: str | None
     metrics: dict[str, float]
+    realism: dict[str, float]
 
 
 def apply_lut_fg(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D,
@@ -63,13 +65,15 @@ def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def judge(metrics: dict[str, float], cfg: SynthesisConfig) -> str | None:
-    """The quality filter: None when the composite is kept, else the rejection reason."""
-    if metrics["fmse"] < cfg.min_fmse or metrics["delta_e"] < cfg.min_delta_e:
-        return "fg_change_below_min"
+def judge(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, metrics: dict[str, float],
+          cfg: SynthesisConfig) -> tuple[list[str], dict[str, float] | None]:
+    """The quality filter: (reasons to reject, realism features); no reasons = keep."""
     if metrics["fmse"] > cfg.max_fmse or metrics["delta_e"] > cfg.max_delta_e:
-        return "fg_change_above_max"
-    return None
+        return ["fg_change_above_max"], None
+    found = features(target, composite, mask, metrics)
+    if isinstance(found, str):
+        return [found], None
+    return reasons(found, cfg.realism), found
 
 
 PickReference = Callable[[np.random.Generator], "Reference | str"]
@@ -84,6 +88,8 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
     The recipe is drawn once (so the configured mixture holds); LUTs, references and
     strength are redrawn on each attempt the quality filter rejects. A transfer recipe
     with no same-category reference falls back to the LUT recipes (counted).
+    ``rejections`` counts, per recipe, the draws judged (``judged:<recipe>``) and each
+    reason the judge gave (``<recipe>:<reason>``).
     """
     rejections = rejections if rejections is not None else Counter()
     recipe = choose_recipe(rng, cfg.recipes)
@@ -117,8 +123,11 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
             lut_a, lut_b = ids[int(i)], ids[int(j)]
             target, composite = apply_lut_pair(img, mask, luts[lut_a], luts[lut_b], strength)
         metrics = difficulty(composite, target, mask)
-        reason = judge(metrics, cfg)
-        if reason is None:
-            return Composite(target, composite, recipe, lut_a, lut_b, strength, ref_id, metrics)
-        rejections[f"{recipe}:{reason}"] += 1
+        found, realism = judge(target, composite, mask, metrics, cfg)
+        rejections[f"judged:{recipe}"] += 1
+        if not found:
+            return Composite(target, composite, recipe, lut_a, lut_b, strength, ref_id, metrics, realism)
+        for reason in found:
+            rejections[f"{recipe}:{reason}"] += 1
+        reason = found[0]
     return reason

@@ -22,6 +22,33 @@ from tasks.images import decode_resized
 from tasks.masks import polygon_problem, stored_mask
 from tasks.shard_plan import UNAVAILABLE
 
+# References drawn per pick; the best of them is used. More finds better references but
+# reads more photos (each a JPEG decode unless cached).
+CANDIDATES = 3
+
+
+def region_colour(px: np.ndarray) -> tuple[float, np.ndarray]:
+    """(colourfulness and exposure score, mean a*b*) of a region's pixels: the score is
+    the mean CIELAB chroma minus 100 x the share of pixels blown to white or crushed to
+    black."""
+    import cv2
+
+    if len(px) == 0:
+        return -np.inf, np.zeros(2)
+    px = px[::max(1, len(px) // 2048)]   # a few thousand pixels tell the means
+    lab = cv2.cvtColor(px.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3)
+    clipped = ((px.min(axis=-1) >= 250) | (px.max(axis=-1) <= 6)).mean()
+    return float(np.hypot(lab[:, 1], lab[:, 2]).mean() - 100.0 * clipped), lab[:, 1:].mean(axis=0)
+
+
+def reference_fit(ref: tuple[float, np.ndarray], source_ab: np.ndarray | None) -> float:
+    """How good a reference is for a source region: colourful and well exposed, minus how
+    far its mean a*b* lies from the source's. Another light moves an object's colours a
+    little; a reference of another hue (a blue shirt for a red one) makes the transfer
+    paint the object another colour, which the realism judge then turns down."""
+    score, ab = ref
+    return score if source_ab is None else score - float(np.linalg.norm(ab - source_ab))
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -57,6 +84,9 @@ class ReferencePool:
         self.image_ids = annotations["image_id"].to_numpy()
         self._images: OrderedDict[int, tuple[np.ndarray, str]] = OrderedDict()
         self._cache_images = cache_images
+        # Loaded references with their score, by table row: a category's references
+        # are drawn again and again (mask rasterising and scoring cost ~1 ms each).
+        self._loaded: OrderedDict[int, tuple[Reference, tuple[float, np.ndarray], int, str]] = OrderedDict()
 
     def candidates(self, split: str, name: str, image_id: int) -> tuple[np.ndarray, int, int]:
         """Rows of the group, and the [start, stop) range holding ``image_id``'s own tasks."""
@@ -65,16 +95,46 @@ class ReferencePool:
         return rows, int(np.searchsorted(ids, image_id, "left")), int(np.searchsorted(ids, image_id, "right"))
 
     def pick(self, rng: np.random.Generator, split: str, name: str, image_id: int,
-             tried: dict[int, str] | None = None) -> Reference | str:
-        """A reference, or the reason there is none. The reference image read goes into
-        ``tried`` (id -> sha256 of its bytes, or "unavailable"): the shard's marker keeps
-        it, so a later change of that photo rebuilds the shard."""
+             tried: dict[int, str] | None = None, source_ab: np.ndarray | None = None) -> Reference | str:
+        """A reference, or the reason there is none: of up to ``CANDIDATES`` drawn from the
+        group, the usable one that fits best (``reference_fit``: colourful, well exposed,
+        near the source region's mean a*b* when given; DoveNet's references were picked
+        by hand, and a grey, blown or other-hued one gives a greyed, blotchy or
+        recoloured composite). Every reference image read goes into ``tried`` (id ->
+        sha256 of its bytes, or "unavailable"): the shard's marker keeps it, so a later
+        change of that photo rebuilds the shard."""
         rows, start, stop = self.candidates(split, name, image_id)
         n = len(rows) - (stop - start)
         if n <= 0:
             return "no_same_category_reference"
-        j = int(rng.integers(n))
-        row = int(rows[j if j < start else j + (stop - start)])
+        best, best_score, reason = None, -np.inf, "no_same_category_reference"
+        for j in rng.choice(n, size=min(CANDIDATES, n), replace=False):
+            got = self._scored(int(rows[j if j < start else j + (stop - start)]), tried)
+            if isinstance(got, str):
+                reason = got
+            elif reference_fit(got[1], source_ab) > best_score:
+                best, best_score = got[0], reference_fit(got[1], source_ab)
+        return best if best is not None else reason
+
+    def _scored(self, row: int, tried: dict[int, str] | None
+                ) -> tuple[Reference, tuple[float, np.ndarray]] | str:
+        if row in self._loaded:
+            self._loaded.move_to_end(row)
+            ref, score, image_id, token = self._loaded[row]
+            if tried is not None:
+                tried[image_id] = token
+            return ref, score
+        got = self._load(row, tried)
+        if isinstance(got, str):
+            return got
+        ref, image_id, token = got
+        score = region_colour(ref.image[ref.mask])
+        self._loaded[row] = (ref, score, image_id, token)
+        if len(self._loaded) > 2 * self._cache_images:
+            self._loaded.popitem(last=False)
+        return ref, score
+
+    def _load(self, row: int, tried: dict[int, str] | None) -> tuple[Reference, int, str] | str:
         task = {c: self.table[c][row].as_py() for c in
                 ("task_id", "image_id", "polygons", "image_width", "image_height")}
         image, token = self._image(task["image_id"])
@@ -88,7 +148,7 @@ class ReferencePool:
         mask = stored_mask(task["polygons"], w, h, self.size, self.masks)
         if mask.sum() < 16:
             return "reference_mask_too_small"
-        return Reference(task["task_id"], image, mask)
+        return Reference(task["task_id"], image, mask), task["image_id"], token
 
     def _image(self, image_id: int) -> tuple[np.ndarray | None, str]:
         """(image at the stored size, sha256 of its file) or (None, "unavailable")."""

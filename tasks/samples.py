@@ -17,7 +17,8 @@ from tasks.annotations import SkipLog
 from tasks.captions.join import CaptionJoin
 from tasks.composite import sample_seed, synthesize
 from tasks.masks import degenerate_polygon_count, polygon_problem, stored_mask
-from tasks.references import ReferencePool
+from tasks.references import ReferencePool, region_colour
+from tasks.shard_plan import uses_references
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
@@ -47,6 +48,9 @@ def bbox_of(mask: np.ndarray) -> list[float]:
 def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Counter) -> np.ndarray | None:
     """The stored-size mask of a task, or None (counted) when it cannot be used."""
     syn, w, h = cfg.synthesis, task["image_width"], task["image_height"]
+    if task["phrase_name"].strip().lower() in syn.skip_head_nouns:
+        skips.add("phrase_names_stuff", task["task_id"])
+        return None
     problem = polygon_problem(task["polygons"], w, h)
     if problem:
         skips.add(problem, task["task_id"])
@@ -60,6 +64,10 @@ def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Count
         return None
     if ratio > syn.max_fg_ratio:
         skips.add("fg_ratio_above_max", task["task_id"])
+        return None
+    _x, _y, bw, bh = bbox_of(mask)
+    if mask.sum() > syn.max_box_fill * bw * bh:
+        skips.add("mask_box_shaped", task["task_id"])
         return None
     return mask
 
@@ -77,8 +85,10 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
         return []
     mask_png, bbox, fg_ratio = encode_mask_png(mask), bbox_of(mask), float(mask.mean())
 
+    source_ab = region_colour(img[mask])[1] if uses_references(cfg) else None
+
     def pick(rng):
-        return refs.pick(rng, task["split"], task["phrase_name"], task["image_id"], tried)
+        return refs.pick(rng, task["split"], task["phrase_name"], task["image_id"], tried, source_ab)
 
     rows = []
     for k in range(syn.composites_per_task):
@@ -101,7 +111,7 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
             "fg_ratio": fg_ratio, "bbox": bbox,
             "recipe": result.recipe, "lut_fg": result.lut_fg, "lut_bg": result.lut_bg,
             "strength": result.strength, "reference_task_id": result.reference_task_id,
-            "seed": seed, **result.metrics,
+            "seed": seed, **result.metrics, "realism": result.realism,
             "clip_phrase": text.phrase(task["task_id"]),
         })
     return rows

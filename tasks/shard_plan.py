@@ -85,7 +85,7 @@ def plan_shards(annotations: pa.Table, cfg: RunConfig, ledger: dict[int, LedgerR
     rows_of: dict[int, list[int]] = {}
     for row, image_id in enumerate(image_ids):
         rows_of.setdefault(image_id, []).append(row)
-    groups = _group_digests(splits, names, digests) if _uses_references(cfg) else {}
+    groups = _group_digests(splits, names, digests) if uses_references(cfg) else {}
     head = f"{cfg.config_hash()}|{_code_version()}|{lut_version}"
     specs = []
     per = cfg.shards.images_per_shard
@@ -108,7 +108,7 @@ def plan_shards(annotations: pa.Table, cfg: RunConfig, ledger: dict[int, LedgerR
     return specs
 
 
-def _uses_references(cfg: RunConfig) -> bool:
+def uses_references(cfg: RunConfig) -> bool:
     return any(w > 0 for r, w in cfg.synthesis.recipes.items() if r not in LUT_RECIPES)
 
 

@@ -2,8 +2,13 @@
 
 Each transfer changes the foreground of a source image so that its colour statistics
 match the foreground of a reference image (another photo's object of the same
-category). Statistics come from masked pixels only; pixels outside the mask are left
-alone. All functions take uint8 pixels and return uint8 pixels.
+category). Statistics come from masked pixels only, and from the masks eroded by a few
+pixels: VGPhraseCut's polygons are loose, and background pixels in the statistics gave
+dark fringes and pale halos. The mapping then applies to every masked pixel, clamped to
+the reference's 1st-99th percentile per channel (a transfer cannot invent colours the
+reference object does not have). Pixels outside the mask are left alone. All functions
+take uint8 pixels and return uint8 pixels; ``fit``: the source pixels the statistics
+come from (default: all of ``src``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ EPS = 1e-6
 # LMS floor before log10 (black pixels): 1/255^2 keeps log10 finite and near black.
 LMS_FLOOR = 1.0 / 255.0 ** 2
 IDT_ITERATIONS, IDT_BINS = 10, 300
+# Erosion of both masks before statistics, in stored pixels (at 256², polygons stray
+# ~1-3 px from the object's edge); and the fewest pixels left to take statistics from.
+ERODE_PX = 2
+MIN_FIT_PIXELS = 16
+# A region with more than this share of blown pixels (every channel >= 250) has no
+# colour to transfer from or to: hist_ycbcr turned such regions into speckled blotches.
+MAX_BLOWN = 0.25
+# The reference's colour range kept: mapped colours are clamped to these percentiles.
+CLAMP_PERCENTILES = (1, 99)
 
 
 class TransferError(ValueError):
@@ -51,23 +65,25 @@ def lalphabeta_to_rgb(lab: np.ndarray) -> np.ndarray:
     return (10.0 ** (lab @ LAB_TO_LMS.T)) @ LMS_TO_RGB.T
 
 
-def reinhard(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def reinhard(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
     """Global transfer in l-alpha-beta: (x - mu_s) * sigma_r / sigma_s + mu_r per channel."""
     s, r = rgb_to_lalphabeta(_unit(src)), rgb_to_lalphabeta(_unit(ref))
-    sd_s, sd_r = s.std(axis=0), r.std(axis=0)
+    f = s if fit is None else rgb_to_lalphabeta(_unit(fit))
+    sd_s, sd_r = f.std(axis=0), r.std(axis=0)
     if (sd_s < EPS).any() or (sd_r < EPS).any():
         raise TransferError("transfer_zero_variance")
-    out = (s - s.mean(axis=0)) * (sd_r / sd_s) + r.mean(axis=0)
+    out = (s - f.mean(axis=0)) * (sd_r / sd_s) + r.mean(axis=0)
     return _to_u8(lalphabeta_to_rgb(out))
 
 
-def xiao_rgb_float(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def xiao_rgb_float(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
     """Xiao & Ma (2006) in correlated RGB: match the mean and the full covariance.
 
     With S = Us Ls Us^T and R = Ur Lr Ur^T, A = Ur Lr^1/2 Ls^-1/2 Us^T gives A S A^T = R.
     Returns unclipped floats on the [0, 1] scale.
     """
-    s, r = _unit(src), _unit(ref)
+    x, r = _unit(src), _unit(ref)
+    s = x if fit is None else _unit(fit)
     if len(s) < 4 or len(r) < 4:
         raise TransferError("transfer_too_few_pixels")
     ls, us = np.linalg.eigh(np.cov(s, rowvar=False))
@@ -75,11 +91,11 @@ def xiao_rgb_float(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
     if ls.min() < EPS ** 2 or lr.min() < EPS ** 2:
         raise TransferError("transfer_zero_variance")
     a = ur @ np.diag(np.sqrt(lr)) @ np.diag(1.0 / np.sqrt(ls)) @ us.T
-    return (s - s.mean(axis=0)) @ a.T + r.mean(axis=0)
+    return (x - s.mean(axis=0)) @ a.T + r.mean(axis=0)
 
 
-def xiao_rgb(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    return _to_u8(xiao_rgb_float(src, ref))
+def xiao_rgb(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
+    return _to_u8(xiao_rgb_float(src, ref, fit))
 
 
 # ITU-R BT.601 studio-range YCbCr from RGB in [0, 1] (Y 16..235, Cb/Cr 16..240).
@@ -88,16 +104,18 @@ _YCC_OFFSET = np.array([16.0, 128.0, 128.0])
 _YCC_RANGE = ((16, 235), (16, 240), (16, 240))
 
 
-def hist_ycbcr(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
     """Cumulative histogram mapping per channel in YCbCr over the studio-range bins."""
     s = _unit(src) @ _YCC.T + _YCC_OFFSET
     r = _unit(ref) @ _YCC.T + _YCC_OFFSET
+    f = s if fit is None else _unit(fit) @ _YCC.T + _YCC_OFFSET
     out = np.empty_like(s)
     for c, (lo, hi) in enumerate(_YCC_RANGE):
         bins = np.arange(lo, hi + 1)
         sq = np.clip(np.rint(s[:, c]), lo, hi).astype(np.int64) - lo
+        fq = np.clip(np.rint(f[:, c]), lo, hi).astype(np.int64) - lo
         rq = np.clip(np.rint(r[:, c]), lo, hi).astype(np.int64) - lo
-        cdf_s = np.cumsum(np.bincount(sq, minlength=len(bins))) / len(sq)
+        cdf_s = np.cumsum(np.bincount(fq, minlength=len(bins))) / len(fq)
         cdf_r = np.cumsum(np.bincount(rq, minlength=len(bins))) / len(rq)
         # Each source level goes to the first reference level whose CDF reaches it.
         mapping = bins[np.minimum(np.searchsorted(cdf_r, cdf_s - 1e-12), len(bins) - 1)]
@@ -106,13 +124,14 @@ def hist_ycbcr(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return _to_u8(rgb)
 
 
-def _match_1d(x: np.ndarray, y: np.ndarray, bins: int) -> np.ndarray:
-    """Map samples x so their histogram (``bins`` bins) matches that of y."""
-    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+def _match_1d(x: np.ndarray, y: np.ndarray, bins: int, fit: np.ndarray | None = None) -> np.ndarray:
+    """Map samples x so the histogram (``bins`` bins) of ``fit`` (default x) matches y's."""
+    f = x if fit is None else fit
+    lo, hi = min(f.min(), y.min()), max(f.max(), y.max())
     if hi - lo < EPS:
         return x
     edges = np.linspace(lo, hi, bins + 1)
-    cdf_x = np.concatenate([[0.0], np.cumsum(np.histogram(x, edges)[0]) / len(x)])
+    cdf_x = np.concatenate([[0.0], np.cumsum(np.histogram(f, edges)[0]) / len(f)])
     cdf_y = np.concatenate([[0.0], np.cumsum(np.histogram(y, edges)[0]) / len(y)])
     # x -> its CDF value (piecewise linear) -> the y value with that CDF.
     u = np.interp(x, edges, cdf_x)
@@ -121,16 +140,20 @@ def _match_1d(x: np.ndarray, y: np.ndarray, bins: int) -> np.ndarray:
 
 
 def idt(src: np.ndarray, ref: np.ndarray, rng: np.random.Generator,
-        iterations: int = IDT_ITERATIONS, bins: int = IDT_BINS) -> np.ndarray:
+        iterations: int = IDT_ITERATIONS, bins: int = IDT_BINS,
+        fit: np.ndarray | None = None) -> np.ndarray:
     """Pitié's iterative distribution transfer (N-dimensional PDF transfer): match 1D
-    marginals along randomly rotated axes, repeatedly. Returns floats in [0, 1]-ish."""
+    marginals along randomly rotated axes, repeatedly. Returns floats in [0, 1]-ish.
+    With ``fit`` (a subset's row indices into ``src``), the marginals matched are the
+    subset's, and every pixel moves with them."""
     x, y = _unit(src), _unit(ref)
-    if x.std(axis=0).max() < EPS or y.std(axis=0).max() < EPS:
+    rows = np.arange(len(x)) if fit is None else fit
+    if x[rows].std(axis=0).max() < EPS or y.std(axis=0).max() < EPS:
         raise TransferError("transfer_zero_variance")
     for _ in range(iterations):
         rot, _r = np.linalg.qr(rng.normal(size=(3, 3)))
         xr, yr = x @ rot, y @ rot
-        moved = np.stack([_match_1d(xr[:, k], yr[:, k], bins) for k in range(3)], axis=1)
+        moved = np.stack([_match_1d(xr[:, k], yr[:, k], bins, xr[rows, k]) for k in range(3)], axis=1)
         x = x + (moved - xr) @ rot.T
     return x
 
@@ -182,26 +205,51 @@ def regrain(original: np.ndarray, graded: np.ndarray, mask: np.ndarray) -> np.nd
     return _to_u8(out)
 
 
+def eroded(mask: np.ndarray, px: int = ERODE_PX) -> np.ndarray:
+    """The mask without its ``px``-pixel edge band (where a loose polygon takes in background)."""
+    import cv2
+
+    return cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=px).astype(bool)
+
+
+def blown_share(px: np.ndarray) -> float:
+    lo = np.minimum(np.minimum(px[:, 0], px[:, 1]), px[:, 2])
+    return float(np.count_nonzero(lo >= 250) / len(px)) if len(px) else 0.0
+
+
 def transfer(method: str, img: np.ndarray, mask: np.ndarray, ref_img: np.ndarray,
              ref_mask: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     """The composite: ``img`` with its masked pixels recoloured toward the reference's,
     blended back toward the original by ``1 - strength``."""
     if mask.sum() < 2 or ref_mask.sum() < 2:
         raise TransferError("mask_too_small")
-    src, ref = img[mask], ref_img[ref_mask]
+    fit_mask, ref_fit = eroded(mask), eroded(ref_mask)
+    if fit_mask.sum() < MIN_FIT_PIXELS:
+        raise TransferError("mask_empty_after_erosion")
+    if ref_fit.sum() < MIN_FIT_PIXELS:
+        raise TransferError("reference_mask_empty_after_erosion")
+    src, fit, ref = img[mask], img[fit_mask], ref_img[ref_fit]
+    if blown_share(fit) > MAX_BLOWN:
+        raise TransferError("source_blown")
+    if blown_share(ref) > MAX_BLOWN:
+        raise TransferError("reference_blown")
     if method == "reinhard":
-        fg = reinhard(src, ref)
+        fg = reinhard(src, ref, fit)
     elif method == "xiao_rgb":
-        fg = xiao_rgb(src, ref)
+        fg = xiao_rgb(src, ref, fit)
     elif method == "hist_ycbcr":
-        fg = hist_ycbcr(src, ref)
+        fg = hist_ycbcr(src, ref, fit)
     elif method == "idt":
-        graded = idt(src, ref, rng)
+        graded = idt(src, ref, rng, fit=np.flatnonzero(fit_mask[mask]))
         if not np.isfinite(graded).all():
             raise TransferError("transfer_not_finite")
         fg = regrain(img, graded, mask)
     else:
         raise ValueError(f"unknown transfer {method!r}")
+    # (Percentiles of a few thousand evenly spaced pixels: a full sort per draw cost more
+    # than the transfer.)
+    lo, hi = np.percentile(ref[::max(1, len(ref) // 4096)], CLAMP_PERCENTILES, axis=0)
+    fg = np.clip(fg, np.floor(lo), np.ceil(hi)).astype(np.uint8)
     if strength != 1.0:
         fg = (src + np.float32(strength) * (fg.astype(np.float32) - src) + 0.5).astype(np.uint8)
     out = img.copy()

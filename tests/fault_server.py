@@ -100,6 +100,14 @@ class FaultServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def settled_log(self, n: int, timeout: float = 5.0) -> list[LogEntry]:
+        """The log once it holds ``n`` entries: a request is logged after its body is
+        sent, so a client can finish before the server thread records it."""
+        deadline = time.monotonic() + timeout
+        while len(self.log) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.log)
+
     def requests_for(self, path: str) -> list[LogEntry]:
         return [e for e in self.log if e.path == path]
 

@@ -171,7 +171,7 @@ def test_annotation_files_are_fetched_and_checked(tmp_path):
         assert hashes == {n: sources[n]["sha256"] for n in names}
         for name in names:
             assert (tmp_path / "ann" / name).read_bytes() == (SAMPLE_ANNOTATIONS / name).read_bytes()
-        assert [e.path for e in server.log] == ["/ann/image_data_split.json", "/uc?id=VALID"]
+        assert [e.path for e in server.settled_log(2)] == ["/ann/image_data_split.json", "/uc?id=VALID"]
         # Present files are not fetched again.
         ensure_files(cfg.annotations, names, cfg.images)
         assert len(server.log) == 2

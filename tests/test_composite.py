@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from lut_library import build_library
-from schemas.config import SynthesisConfig
+from schemas.config import RealismConfig, SynthesisConfig
 from tasks.composite import apply_lut_fg, apply_lut_pair, choose_recipe, sample_seed, synthesize
 from tasks.metrics import PSNR_CAP, difficulty, fmse, mse, psnr_from_mse
+from tasks.realism import assess, features
 from tasks.references import Reference
 
 
@@ -52,25 +53,28 @@ def test_same_seed_same_composite_and_seed_depends_on_sample(scene):
     r2 = synthesize(img, mask, cfg, np.random.default_rng(s), lib)
     assert (r1.recipe, r1.lut_fg, r1.lut_bg, r1.strength) == (r2.recipe, r2.lut_fg, r2.lut_bg, r2.strength)
     assert np.array_equal(r1.composite, r2.composite) and np.array_equal(r1.target, r2.target)
-    assert r1.metrics["fmse"] >= cfg.min_fmse and r1.metrics["delta_e"] >= cfg.min_delta_e
+    assert r1.metrics["fmse"] >= cfg.realism.min_fmse and r1.metrics["delta_e"] >= cfg.realism.min_delta_e
+    assert assess(r1.target, r1.composite, mask) == [] and r1.realism == features(
+        r1.target, r1.composite, mask)
 
 
 def test_floor_and_ceiling_reject_and_count(scene):
     img, mask = scene
     lib = build_library()
     rejections = Counter()
-    cfg = SynthesisConfig(min_fmse=8000, max_fmse=9000, max_attempts=3, recipes={"lut_fg": 1})
+    cfg = SynthesisConfig(realism=RealismConfig(min_fmse=8000), max_fmse=9000, max_attempts=3,
+                          recipes={"lut_fg": 1})
     assert synthesize(img, mask, cfg, np.random.default_rng(0), lib, None, rejections) \
-        == "fg_change_below_min"
-    assert rejections == {"lut_fg:fg_change_below_min": 3}
-    cfg = SynthesisConfig(min_fmse=0, max_fmse=0.5, min_delta_e=0, max_delta_e=0.1,
-                          max_attempts=2, recipes={"lut_pair": 1})
+        == "invisible_change"
+    assert rejections["lut_fg:invisible_change"] == 3 and rejections["judged:lut_fg"] == 3
+    cfg = SynthesisConfig(realism=RealismConfig(min_fmse=0, min_delta_e=0), max_fmse=0.5,
+                          max_delta_e=0.1, max_attempts=2, recipes={"lut_pair": 1})
     assert synthesize(img, mask, cfg, np.random.default_rng(0), lib) == "fg_change_above_max"
 
 
 def test_mixture_follows_the_weights(scene):
     img, mask = scene
-    cfg = SynthesisConfig(recipes={"lut_pair": 3, "lut_fg": 1}, min_fmse=0, min_delta_e=0)
+    cfg = SynthesisConfig(recipes={"lut_pair": 3, "lut_fg": 1})
     picks = Counter(choose_recipe(np.random.default_rng(i), cfg.recipes) for i in range(4000))
     assert abs(picks["lut_pair"] / 4000 - 0.75) < 0.03
 

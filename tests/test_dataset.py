@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from schemas.config import RealismConfig
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
 from tasks.files import sha256_file
 from tasks.metrics import difficulty
+from tasks.realism import FEATURES, reasons
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -67,6 +69,10 @@ def test_rows_decode_and_match_their_metrics(sample_dataset):
         assert (row["lut_bg"] is None) == (row["recipe"] == "lut_fg")
         assert row["sample_id"].startswith(row["task_id"] + "#")
         assert row["caption"] is None and row["clip_image"] is None
+        # Every kept row passed the realism judge; its features are stored.
+        assert set(row["realism"]) == set(FEATURES)
+        assert reasons(row["realism"], RealismConfig()) == []
+        assert row["realism"]["fmse"] == pytest.approx(row["fmse"])
         # Background untouched by lut_fg (up to JPEG noise); changed foreground.
         if row["recipe"] == "lut_fg" and (~mask).any():
             diff = np.abs(comp.astype(int) - target.astype(int))
@@ -98,7 +104,9 @@ def test_card_and_preview(sample_dataset):
     for needle in ("| train |", "recipe lut_pair", "iHarmony4", "foreground 0-5%", "## Config",
                    "preview.png", "data_files", "## Columns", "| `bbox` |", "## Recipes",
                    "- `lut_pair`: SSH-style", "## Source and licence", "scikit-image",
-                   "CC BY 2.0", "@inproceedings{wu2020phrasecut", "io.BytesIO(row['mask'])"):
+                   "CC BY 2.0", "@inproceedings{wu2020phrasecut", "io.BytesIO(row['mask'])",
+                   "## Realism judge", "| recipe | judged | rejected |", "fMSE vs iHarmony4",
+                   "`phrase_names_stuff`", "`invisible_change`"):
         assert needle in card
     from schemas.shard import COLUMN_NAMES
     assert all(f"| `{name}` |" in card for name in COLUMN_NAMES)

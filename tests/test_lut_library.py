@@ -136,11 +136,18 @@ def test_chart_is_the_colorchecker():
     assert cube_bytes(builtin_luts()["gamma_0.60"]) == cube_bytes(builtin_luts()["gamma_0.60"])
 
 
-def test_subtle_looks_stay_out_of_composites():
-    from lut_library.library import chart_delta_e
+def test_subtle_and_non_photographic_looks_stay_out_of_composites():
+    from lut_library.library import chart_delta_e, non_photographic
 
     lib = load_config(None).luts.library()
-    every = load_config(None, ["luts.composite_min_delta_e=0"]).luts.library()
+    every = load_config(None, ["luts.composite_min_delta_e=0",
+                               "luts.composite_photographic_only=false"]).luts.library()
     assert set(every) == set(builtin_luts()) and set(lib) < set(every)
-    assert all(chart_delta_e(lut) >= 4.0 for lut in lib.values())
-    assert all(chart_delta_e(every[k]) < 4.0 for k in set(every) - set(lib))
+    assert all(chart_delta_e(lut) >= 6.0 and non_photographic(lut) is None for lut in lib.values())
+    assert all(chart_delta_e(every[k]) < 6.0 or non_photographic(every[k]) for k in set(every) - set(lib))
+    # Measured, not listed: exactly the monochrome, zero-saturation and channel-swap looks.
+    manifest = {e["id"]: e for e in json.loads(MANIFEST.read_text())["looks"]}
+    assert {k for k, e in manifest.items() if not e["composite"]} == {
+        "saturation_0.0", "mix_channel_swap_rb", *(f"mono_{t}_0.95" for t in (
+            "sepia", "cyanotype", "selenium", "gold", "green", "blue"))}
+    assert all(e["not_in_composites_because"] for e in manifest.values() if not e["composite"])

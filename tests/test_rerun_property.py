@@ -110,7 +110,7 @@ def _user_luts(root, ann, photos):
 
 
 def _config(root, ann, photos):
-    return ["synthesis.strength_min=0.9"]
+    return ["synthesis.strength_min=0.95"]
 
 
 def _shards_trying(out, image_id):

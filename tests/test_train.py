@@ -128,7 +128,8 @@ def test_identity_predictor_reproduces_the_card(sample_dataset):
     rows = {
         r[0]: r
         for r in re.findall(
-            r"^\| (all|recipe \w+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", card, re.M
+            r"^\| (all|recipe \w+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| [\d.]+x \| [\d.]+% \| ([\d.]+) \|",
+            card, re.M,
         )
     }
     groups = [("all", ours["overall"])] + [(f"recipe {k}", v) for k, v in ours["by_recipe"].items()]

@@ -180,9 +180,10 @@ def test_the_flow_trains_evaluates_and_publishes(sample_dataset, tmp_path, prefe
             "checkpoint_every=5",
         ],
     )
-    assert result["dataset"]["rows"] == 44 and result["train"]["steps"] == 10
+    splits = json.loads((sample_dataset / "_manifest.json").read_text())["splits"]
+    assert result["dataset"]["rows"] == splits["train"]["rows"] and result["train"]["steps"] == 10
     table = Path(result["evaluation"]["metrics_md"]).read_text()
-    assert "input fMSE" in table and "| all | 6 |" in table  # the sample's test split: 6 rows
+    assert "input fMSE" in table and f"| all | {splits['test']['rows']} |" in table  # the test split
     assert (run / "val" / "step-00000005.png").exists() and (run / "checkpoints" / "step-00000010").is_dir()
 
     async def artifact():

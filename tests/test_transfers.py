@@ -7,6 +7,7 @@ import pytest
 from tasks.sample_photos import load_photo
 from tasks.transfers import (
     TransferError,
+    eroded,
     hist_ycbcr,
     idt,
     reinhard,
@@ -88,3 +89,53 @@ def test_empty_mask_is_refused(pair):
     src, m_src, ref, _ = pair
     with pytest.raises(TransferError, match="mask_too_small"):
         transfer("reinhard", src, m_src, ref, np.zeros_like(m_src), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("method", ["reinhard", "xiao_rgb", "hist_ycbcr"])
+def test_statistics_ignore_the_masks_edge_band(pair, method):
+    """A loose polygon's edge band (background) no longer steers the transfer: changing
+    only those pixels leaves the interior's result as it was."""
+    src, m_src, ref, m_ref = pair
+    band = m_src & ~eroded(m_src)
+    dark = src.copy()
+    dark[band] = 0
+    a = transfer(method, src, m_src, ref, m_ref, np.random.default_rng(3))
+    b = transfer(method, dark, m_src, ref, m_ref, np.random.default_rng(3))
+    assert np.abs(a[eroded(m_src)].astype(int) - b[eroded(m_src)]).max() <= 1
+
+
+def test_idt_marginals_come_from_the_fit_pixels(pair):
+    """IDT's own statistics ignore the band too (regrain afterwards follows the photo's
+    gradients, band included, by design)."""
+    src, m_src, ref, m_ref = pair
+    px, inner = src[m_src], np.flatnonzero(eroded(m_src)[m_src])
+    dark = px.copy()
+    dark[np.setdiff1d(np.arange(len(px)), inner)] = 0
+    a = idt(px, ref[m_ref], np.random.default_rng(3), fit=inner)
+    b = idt(dark, ref[m_ref], np.random.default_rng(3), fit=inner)
+    assert np.abs(a[inner] - b[inner]).max() < 1e-9
+
+
+@pytest.mark.parametrize("method", ["reinhard", "xiao_rgb", "hist_ycbcr", "idt"])
+def test_mapped_colours_stay_in_the_references_range(pair, method):
+    src, m_src, ref, m_ref = pair
+    out = transfer(method, src, m_src, ref, m_ref, np.random.default_rng(3))
+    fit = ref[eroded(m_ref)]
+    lo, hi = np.percentile(fit[::max(1, len(fit) // 4096)], (1, 99), axis=0)
+    assert (out[m_src] >= np.floor(lo)).all() and (out[m_src] <= np.ceil(hi)).all()
+
+
+def test_blown_regions_and_thin_masks_are_counted_reasons(pair):
+    src, m_src, ref, m_ref = pair
+    blown = src.copy()
+    blown[m_src] = 255
+    for args, reason in (((blown, m_src, ref, m_ref), "source_blown"),
+                         ((src, m_src, blown, m_src), "reference_blown")):
+        with pytest.raises(TransferError) as err:
+            transfer("hist_ycbcr", *args, np.random.default_rng(0))
+        assert err.value.reason == reason
+    thin = np.zeros_like(m_src)
+    thin[60:63, 10:120] = True
+    with pytest.raises(TransferError) as err:
+        transfer("reinhard", src, thin, ref, m_ref, np.random.default_rng(0))
+    assert err.value.reason == "mask_empty_after_erosion"
