@@ -72,22 +72,15 @@ def judge_rows(rows: list[dict], cfg=None) -> list[list[str]]:
 def no_longer_made(rows: list[dict]) -> list[str | None]:
     """Per row, why today's default build would not make it (or None): its look is out
     of composites, its phrase's head noun is stuff, or its mask is box-shaped."""
-    import json
-
-    from schemas.config import SAMPLE_ANNOTATIONS, RunConfig
+    from schemas.config import RunConfig
 
     cfg = RunConfig()
     looks = cfg.luts.library()
-    names = {}
-    for split in ("train", "val", "test"):
-        for t in json.loads((SAMPLE_ANNOTATIONS / f"refer_{split}.json").read_text()):
-            names[t["task_id"].split("__", 1)[1]] = t["phrase_structure"]["name"]
     out = []
     for r in rows:
-        ann_ids = r["sample_id"].split("__", 1)[1].split("#")[0]
         ys, xs = np.nonzero(r["mask"])
         box = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
-        if names[ann_ids].lower() in cfg.synthesis.skip_head_nouns:
+        if r["phrase_name"].lower() in cfg.synthesis.skip_head_nouns:
             out.append("phrase_names_stuff")
         elif r["mask"].sum() > cfg.synthesis.max_box_fill * box:
             out.append("mask_box_shaped")

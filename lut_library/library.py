@@ -109,8 +109,7 @@ def _chroma_lab(lab: np.ndarray) -> np.ndarray:
 
 
 def _chroma(px: np.ndarray) -> np.ndarray:
-    lab = srgb_to_lab(px)
-    return np.hypot(lab[:, 1], lab[:, 2])
+    return _chroma_lab(srgb_to_lab(px))
 
 
 @dataclass
@@ -216,13 +215,16 @@ def manifest_entries(size: int = 33) -> list[dict]:
     from tasks.luts import cube_bytes
 
     luts = builtin_luts(size)
-    return [{"id": lk.id, "family": lk.family, "steps": lk.params_json(),
-             "sha256": hashlib.sha256(cube_bytes(luts[lk.id])).hexdigest(),
-             "delta_e_vs_identity": round(chart_delta_e(luts[lk.id]), 2),
-             # Whether the look may enter composites by default (luts.composite_photographic_only).
-             "composite": non_photographic(luts[lk.id]) is None,
-             "not_in_composites_because": non_photographic(luts[lk.id])}
-            for lk in LOOKS]
+    out = []
+    for lk in LOOKS:
+        why_not = non_photographic(luts[lk.id])
+        out.append({"id": lk.id, "family": lk.family, "steps": lk.params_json(),
+                    "sha256": hashlib.sha256(cube_bytes(luts[lk.id])).hexdigest(),
+                    "delta_e_vs_identity": round(chart_delta_e(luts[lk.id]), 2),
+                    # Whether the look may enter composites by default
+                    # (luts.composite_photographic_only).
+                    "composite": why_not is None, "not_in_composites_because": why_not})
+    return out
 
 
 def write_manifest(size: int = 33, path: Path = MANIFEST) -> dict:

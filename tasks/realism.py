@@ -47,16 +47,23 @@ REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "mono_scene", "hue_
 _KERNEL = np.ones((3, 3), np.uint8)
 
 
-def _lab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 CIELAB (L 0-100, a/b signed)."""
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (any leading shape) -> float32 CIELAB (L 0-100, a/b signed)."""
     return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
 
 
-def _spread(lab: np.ndarray, mask8: np.ndarray) -> float:
-    """sqrt(var a* + var b*) over a mask: how varied a region's colours are (a one-tint
-    scene is ~0)."""
-    _mean, std = cv2.meanStdDev(lab, mask=mask8)
-    return float(np.hypot(std[1, 0], std[2, 0]))
+def extremes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the lowest and the highest channel: every channel near white (blown)
+    when the lowest is high, near black (crushed) when the highest is low."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
+
+
+def _stats(lab_img: np.ndarray, mask8: np.ndarray) -> tuple[np.ndarray, float]:
+    """Mean L*a*b* over a mask, and sqrt(var a* + var b*): how varied the region's
+    colours are (a one-tint scene is ~0)."""
+    mean, std = cv2.meanStdDev(lab_img, mask=mask8)
+    return mean[:, 0], float(np.hypot(std[1, 0], std[2, 0]))
 
 
 def _mean(img: np.ndarray, mask8: np.ndarray) -> np.ndarray:
@@ -73,9 +80,7 @@ def _edges(lab: np.ndarray, interior8: np.ndarray) -> tuple[float, float]:
 
 
 def _clipped(rgb: np.ndarray) -> np.ndarray:
-    # Blown (every channel near white) or crushed (every channel near black).
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    lo, hi = np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
+    lo, hi = extremes(rgb)
     return (lo >= 245) | (hi <= 6)
 
 
@@ -109,10 +114,10 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     band8 = fg8 - interior8
     metrics = metrics or difficulty(composite, target, mask)
     t_rgb, c_rgb = target[y0:y1, x0:x1], composite[y0:y1, x0:x1]
-    t_lab, c_lab = _lab(t_rgb), _lab(c_rgb)
+    t_lab, c_lab = lab(t_rgb), lab(c_rgb)
     chroma_t = float(_mean(cv2.magnitude(t_lab[..., 1].copy(), t_lab[..., 2].copy()), fg8)[0])
     chroma_c = float(_mean(cv2.magnitude(c_lab[..., 1].copy(), c_lab[..., 2].copy()), fg8)[0])
-    mean_t, mean_c = _mean(t_lab, fg8), _mean(c_lab, fg8)
+    (mean_t, spread_t), (mean_c, spread_c) = _stats(t_lab, fg8), _stats(c_lab, fg8)
     # How far the region's mean colour moved (ΔE76), weighted by its size: what the eye
     # sees of a change is a shift of the whole object, and a small object needs more.
     visibility = float(np.linalg.norm(mean_c - mean_t)) * float(m8.mean()) ** 0.25
@@ -130,7 +135,6 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     small = cv2.resize(composite, (max(1, w // BG_SHRINK), max(1, h // BG_SHRINK)),
                        interpolation=cv2.INTER_AREA)
     small_bg = (cv2.resize(m8, small.shape[1::-1], interpolation=cv2.INTER_AREA) == 0).view(np.uint8)
-    spread_t, spread_c = _spread(t_lab, fg8), _spread(c_lab, fg8)
     out = {
         "delta_e": float(metrics["delta_e"]), "fmse": float(metrics["fmse"]),
         "visibility": visibility,
@@ -140,7 +144,7 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
         "fg_spread": spread_c,
         # A light change moves a region's colours together; a one-tint look collapses them.
         "spread_ratio": spread_c / max(spread_t, 2.0),
-        "bg_spread": _spread(_lab(small), small_bg) if cv2.countNonZero(small_bg) > 1 else -1.0,
+        "bg_spread": _stats(lab(small), small_bg)[1] if cv2.countNonZero(small_bg) > 1 else -1.0,
         "hue_shift": hue,
         "speckle_ratio": hf_c / max(hf_t, 0.5),
         "halo": halo,

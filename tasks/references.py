@@ -20,6 +20,7 @@ import pyarrow as pa
 from tasks.downloader import image_path
 from tasks.images import decode_resized
 from tasks.masks import polygon_problem, stored_mask
+from tasks.realism import extremes, lab
 from tasks.shard_plan import UNAVAILABLE
 
 # References drawn per pick; the best of them is used. More finds better references but
@@ -31,14 +32,13 @@ def region_colour(px: np.ndarray) -> tuple[float, np.ndarray]:
     """(colourfulness and exposure score, mean a*b*) of a region's pixels: the score is
     the mean CIELAB chroma minus 100 x the share of pixels blown to white or crushed to
     black."""
-    import cv2
-
     if len(px) == 0:
         return -np.inf, np.zeros(2)
     px = px[::max(1, len(px) // 2048)]   # a few thousand pixels tell the means
-    lab = cv2.cvtColor(px.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3)
-    clipped = ((px.min(axis=-1) >= 250) | (px.max(axis=-1) <= 6)).mean()
-    return float(np.hypot(lab[:, 1], lab[:, 2]).mean() - 100.0 * clipped), lab[:, 1:].mean(axis=0)
+    ab = lab(px.reshape(-1, 1, 3)).reshape(-1, 3)[:, 1:]
+    lo, hi = extremes(px)
+    clipped = ((lo >= 250) | (hi <= 6)).mean()
+    return float(np.hypot(ab[:, 0], ab[:, 1]).mean() - 100.0 * clipped), ab.mean(axis=0)
 
 
 def reference_fit(ref: tuple[float, np.ndarray], source_ab: np.ndarray | None) -> float:
@@ -112,8 +112,8 @@ class ReferencePool:
             got = self._scored(int(rows[j if j < start else j + (stop - start)]), tried)
             if isinstance(got, str):
                 reason = got
-            elif reference_fit(got[1], source_ab) > best_score:
-                best, best_score = got[0], reference_fit(got[1], source_ab)
+            elif (fit := reference_fit(got[1], source_ab)) > best_score:
+                best, best_score = got[0], fit
         return best if best is not None else reason
 
     def _scored(self, row: int, tried: dict[int, str] | None

@@ -213,8 +213,9 @@ def eroded(mask: np.ndarray, px: int = ERODE_PX) -> np.ndarray:
 
 
 def blown_share(px: np.ndarray) -> float:
-    lo = np.minimum(np.minimum(px[:, 0], px[:, 1]), px[:, 2])
-    return float(np.count_nonzero(lo >= 250) / len(px)) if len(px) else 0.0
+    from tasks.realism import extremes
+
+    return float(np.count_nonzero(extremes(px)[0] >= 250) / len(px)) if len(px) else 0.0
 
 
 def transfer(method: str, img: np.ndarray, mask: np.ndarray, ref_img: np.ndarray,
