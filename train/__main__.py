@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from schemas.errors import UserError
@@ -29,18 +30,24 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="continue from the latest checkpoint in out_dir"
     )
     args = parser.parse_args(argv)
+    import torch.distributed as dist
+
     try:
         cfg = load_train_config(args.config, args.sets)
         summary = train(cfg, resume=args.resume)
+        if dist.is_initialized():
+            dist.barrier()   # every rank done with its collectives before any leaves
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    finally:
+        # On every way out: a process that exits with the group alive can abort in
+        # Gloo's worker threads during interpreter shutdown (SIGABRT, "terminate called
+        # without an active exception"), seen once in CI.
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:   # (the group is gone by now)
         print(json.dumps(summary, default=str))
-    if dist.is_initialized():
-        dist.destroy_process_group()
     return 0
 
 
