@@ -5,7 +5,7 @@
 Prints, per verdict (plausible, no_op, absurd, artifact), how many rows the judge
 flags and for which reasons, how many the build no longer makes at all (the causes
 fixed upstream: the row's look left composites, its phrase names stuff, its mask is a
-box), then precision and recall of "flagged" against "a reviewer would drop it"
+box or has no outline in the photo), then precision and recall of "flagged" against "a reviewer would drop it"
 (no_op, absurd, artifact). ``--sheets DIR`` also renders the
 contact sheets docs/realism.md shows (JPEG): per reason, the rows it flags; and the rows
 it keeps, per verdict.
@@ -71,8 +71,10 @@ def judge_rows(rows: list[dict], cfg=None) -> list[list[str]]:
 
 def no_longer_made(rows: list[dict]) -> list[str | None]:
     """Per row, why today's default build would not make it (or None): its look is out
-    of composites, its phrase's head noun is stuff, or its mask is box-shaped."""
+    of composites, its phrase's head noun is stuff, its mask is box-shaped, or the photo
+    shows no edge along the mask's outline."""
     from schemas.config import RunConfig
+    from tasks.realism import mask_outline_contrast
 
     cfg = RunConfig()
     looks = cfg.luts.library()
@@ -84,6 +86,8 @@ def no_longer_made(rows: list[dict]) -> list[str | None]:
             out.append("phrase_names_stuff")
         elif r["mask"].sum() > cfg.synthesis.max_box_fill * box:
             out.append("mask_box_shaped")
+        elif 0 <= mask_outline_contrast(r["target"], r["mask"]) < cfg.synthesis.realism.min_outline_contrast:
+            out.append("mask_no_outline")
         elif any(k and k not in looks for k in (r["lut_fg"], r["lut_bg"])):
             out.append("look_not_in_composites")
         else:

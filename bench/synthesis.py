@@ -8,7 +8,9 @@ filter with its metrics) -> encode target, composite (JPEG) and mask (1-bit PNG)
 Codec floor, same photos: decode -> resize -> the same three encodes, nothing else.
 Realism judge alone: ``tasks.composite.judge`` (features + thresholds) on kept
 ``lut_pair`` triples, against the full ``lut_pair`` path (which includes it).
-Inputs are the bundled sample's real photos and hand-drawn polygons.
+Inputs are the bundled sample's real photos and hand-drawn polygons, the tasks the build
+draws composites for (stuff phrases and masks with no outline in the photo are skipped
+before any draw, as the build does).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from schemas.config import SAMPLE_ANNOTATIONS, MaskConfig, SynthesisConfig  # no
 from tasks.composite import judge, sample_seed, synthesize  # noqa: E402
 from tasks.images import decode_resized  # noqa: E402
 from tasks.masks import stored_mask  # noqa: E402
+from tasks.realism import mask_outline_contrast  # noqa: E402
 from tasks.samples import encode_jpeg, encode_mask_png  # noqa: E402
 
 
@@ -66,6 +69,7 @@ def main() -> None:
     luts = LutsConfig().library()  # the looks composites draw from (default config)
     masks = MaskConfig()
     size, q = 256, 95
+    tasks = drawn_for(tasks, images, data, masks, size)
     rejections: Counter = Counter()
 
     def floor(k, task, rec, jpeg):
@@ -120,6 +124,21 @@ def main() -> None:
         drawn = rejections[f"judged:{recipe}"]
         reasons = {k.split(":", 1)[1]: v for k, v in rejections.most_common() if k.startswith(recipe + ":")}
         print(f"  draws judged per sample, {recipe}: {drawn / samples:.2f} (reasons given: {reasons})")
+
+
+def drawn_for(tasks, images, data, masks, size):
+    """The tasks the build draws composites for (``tasks.samples.task_rows``' checks
+    before its draws: the phrase names an object, the photo shows the mask's outline)."""
+    syn = SynthesisConfig()
+    out = []
+    for task in tasks:
+        rec = images[task["image_id"]]
+        img, _ = decode_resized(data[task["image_id"]], size)
+        mask = stored_mask(task["Polygons"], rec["width"], rec["height"], size, masks)
+        if (task["phrase_structure"]["name"].lower() not in syn.skip_head_nouns
+                and mask_outline_contrast(img, mask) >= syn.realism.min_outline_contrast):
+            out.append(task)
+    return out
 
 
 def judged_triples(tasks, images, data, luts, masks, size):

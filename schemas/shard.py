@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 _relation = pa.list_(pa.list_(pa.string()))
 _embedding = pa.list_(pa.float16())
@@ -34,6 +34,8 @@ REALISM_FIELDS: list[tuple[str, str]] = [
     ("halo", "ΔE76 between the mean change of the mask's 2-px edge band and of its interior"),
     ("texture_ratio", "luma gradient energy inside the region, composite / target"),
     ("new_clip", "share of region pixels newly blown to white or crushed to black"),
+    ("outline_contrast", "the target's median ΔE76 across the mask's outline (9-px windows; "
+                         "-1: the outline is only the image border)"),
 ]
 _realism = pa.struct([pa.field(name, pa.float32(), nullable=False, metadata={"doc": doc})
                       for name, doc in REALISM_FIELDS])

@@ -39,12 +39,16 @@ REASONS = {
     "boundary_halo": "the mask's edge band changed unlike its interior (fringe or halo)",
     "texture_changed": "the region's luma texture was flattened or amplified",
     "new_clipping": "a large share of the region was newly blown out or crushed",
+    "no_outline": "the photo shows no edge where the mask ends: a shape cut out of a "
+                  "surface, not an object",
     "mask_too_thin": "the mask has no interior once its 2-px edge band is taken off",
     "mask_empty": "the mask has no pixels",
     "phrase_names_stuff": "the phrase names stuff (sky, grass, wall, ...), not an object "
                           "(synthesis.skip_head_nouns)",
     "mask_box_shaped": "the mask is a box around a region, not an object's outline "
                        "(synthesis.max_box_fill)",
+    "mask_no_outline": "the photo shows no edge where the mask ends (a region cut out of a "
+                       "surface; synthesis.realism.min_outline_contrast)",
     "mask_empty_after_erosion": "the region has no interior once its edge band is taken off",
     "reference_mask_empty_after_erosion": "the reference object has no interior once its "
                                           "edge band is taken off",

@@ -17,6 +17,7 @@ from tasks.annotations import SkipLog
 from tasks.captions.join import CaptionJoin
 from tasks.composite import sample_seed, synthesize
 from tasks.masks import degenerate_polygon_count, polygon_problem, stored_mask
+from tasks.realism import mask_outline_contrast
 from tasks.references import ReferencePool, region_colour
 from tasks.shard_plan import uses_references
 
@@ -82,6 +83,10 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     syn = cfg.synthesis
     mask = task_mask(task, cfg, skips, notes)
     if mask is None:
+        return []
+    if 0 <= mask_outline_contrast(img, mask) < syn.realism.min_outline_contrast:
+        # Every draw would be judged no_outline: the photo shows no edge where it ends.
+        skips.add("mask_no_outline", task["task_id"])
         return []
     mask_png, bbox, fg_ratio = encode_mask_png(mask), bbox_of(mask), float(mask.mean())
 

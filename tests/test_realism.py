@@ -14,11 +14,11 @@ from tasks.sample_photos import load_photo
 
 @pytest.fixture(scope="module")
 def scene():
-    """The coffee photo at 256²; the mask is the red saucer's middle band (a coloured,
-    textured object in a colourful scene)."""
+    """The coffee photo at 256²; the mask is the red saucer's outline, as an annotator
+    would draw it (a coloured, textured object in a colourful scene)."""
     img = cv2.resize(load_photo("coffee"), (256, 256), interpolation=cv2.INTER_AREA)
     mask = np.zeros((256, 256), bool)
-    cv2.ellipse(mask.view(np.uint8), (128, 150), (90, 60), 0, 0, 360, 1, -1)
+    cv2.ellipse(mask.view(np.uint8), (118, 146), (84, 103), -10, 0, 360, 1, -1)
     return img, mask
 
 
@@ -111,10 +111,10 @@ def test_the_judge_on_the_rows_judged_by_eye():
     s = summary(rows, judge_rows(rows))
     bad = (s["rate"]["absurd"] * s["n"]["absurd"] + s["rate"]["artifact"] * s["n"]["artifact"]) / (
         s["n"]["absurd"] + s["n"]["artifact"])
-    assert bad >= 0.55
-    assert s["rate"]["no_op"] >= 0.65
+    assert bad >= 0.60
+    assert s["rate"]["no_op"] >= 0.75
     assert s["rate"]["plausible"] <= 0.30
-    assert s["precision"] >= 0.80
+    assert s["precision"] >= 0.82
 
 
 def test_stuff_phrases_and_box_masks_are_counted_skips():
@@ -132,6 +132,36 @@ def test_stuff_phrases_and_box_masks_are_counted_skips():
     assert task_mask({**task, "phrase_name": "sign", "polygons": square}, cfg, skips, Counter()) is None
     assert task_mask({**task, "phrase_name": "sign", "polygons": outline}, cfg, skips, Counter()) is not None
     assert skips.to_json()["counts"] == {"phrase_names_stuff": 1, "mask_box_shaped": 1}
+
+
+def test_a_region_cut_out_of_a_continuous_surface_has_no_outline(scene):
+    """A rectangle inside the plain sky of the rocket photo: the photo shows no edge
+    where it ends. The judge says so on any composite of it, the build skips the task
+    before drawing, and an object's outline (the saucer) passes."""
+    from collections import Counter
+
+    from schemas.config import RunConfig
+    from tasks.annotations import SkipLog
+    from tasks.realism import mask_outline_contrast
+    from tasks.samples import task_rows
+
+    sky = cv2.resize(load_photo("rocket"), (256, 256), interpolation=cv2.INTER_AREA)
+    patch = np.zeros((256, 256), bool)
+    patch[20:70, 170:230] = True
+    assert 0 <= mask_outline_contrast(sky, patch) < RealismConfig().min_outline_contrast
+    comp = recolour(sky, patch, build_library()["combo_golden_hour"].apply)
+    assert "no_outline" in assess(sky, comp, patch)
+    img, mask = scene
+    assert mask_outline_contrast(img, mask) > 3 * RealismConfig().min_outline_contrast
+    # The outline along the image border only is none: not measured, not a reason.
+    assert mask_outline_contrast(sky, np.ones((256, 256), bool)) == -1.0
+
+    cfg, skips = RunConfig(), SkipLog()
+    task = {"task_id": "1__1", "image_id": 1, "split": "train", "phrase_name": "kite",
+            "image_width": 256, "image_height": 256,
+            "polygons": [[[(170, 20), (229, 20), (229, 44), (200, 69), (170, 44)]]]}
+    assert task_rows(task, sky, (256, 256), cfg, {}, None, skips, Counter()) == []
+    assert skips.to_json()["counts"] == {"mask_no_outline": 1}
 
 
 def test_references_prefer_colourful_well_exposed_objects(scene):
