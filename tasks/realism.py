@@ -83,13 +83,19 @@ def _mean(img: np.ndarray, mask8: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.mean(img, mask=mask8)[:img.shape[2] if img.ndim == 3 else 1])
 
 
-def _edges(lab: np.ndarray, interior8: np.ndarray) -> tuple[float, float]:
+def _edges(channels: tuple[np.ndarray, ...], interior8: np.ndarray) -> tuple[float, float]:
     """Mean |Laplacian| of a* + b* (chroma high frequencies) and mean luma gradient
-    (|d/dx| + |d/dy|, Sobel) over the interior."""
-    hf = _mean(np.abs(cv2.Laplacian(lab, cv2.CV_32F, ksize=1)), interior8)
-    grad = (np.abs(cv2.Sobel(lab[..., 0], cv2.CV_32F, 1, 0, ksize=3))
-            + np.abs(cv2.Sobel(lab[..., 0], cv2.CV_32F, 0, 1, ksize=3)))
-    return float(hf[1] + hf[2]), float(_mean(grad, interior8)[0])
+    (|d/dx| + |d/dy|, Sobel) over the interior; ``channels``: L*, a*, b* planes. Sums of
+    absolute values are cv2.norm's L1 under the mask (no temporaries)."""
+    n = max(1, cv2.countNonZero(interior8))
+
+    def l1(x):
+        return cv2.norm(x, cv2.NORM_L1, mask=interior8)
+
+    L, a, b = channels
+    hf = l1(cv2.Laplacian(a, cv2.CV_32F, ksize=1)) + l1(cv2.Laplacian(b, cv2.CV_32F, ksize=1))
+    grad = l1(cv2.Sobel(L, cv2.CV_32F, 1, 0, ksize=3)) + l1(cv2.Sobel(L, cv2.CV_32F, 0, 1, ksize=3))
+    return hf / n, grad / n
 
 
 def _clipped(rgb: np.ndarray) -> np.ndarray:
@@ -180,8 +186,9 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     metrics = metrics or difficulty(composite, target, mask)
     t_rgb, c_rgb = target[y0:y1, x0:x1], composite[y0:y1, x0:x1]
     t_lab, c_lab = lab(t_rgb), lab(c_rgb)
-    chroma_t = float(_mean(cv2.magnitude(t_lab[..., 1].copy(), t_lab[..., 2].copy()), fg8)[0])
-    chroma_c = float(_mean(cv2.magnitude(c_lab[..., 1].copy(), c_lab[..., 2].copy()), fg8)[0])
+    t_ch, c_ch = cv2.split(t_lab), cv2.split(c_lab)
+    chroma_t = float(_mean(cv2.magnitude(t_ch[1], t_ch[2]), fg8)[0])
+    chroma_c = float(_mean(cv2.magnitude(c_ch[1], c_ch[2]), fg8)[0])
     (mean_t, spread_t), (mean_c, spread_c) = _stats(t_lab, fg8), _stats(c_lab, fg8)
     # How far the region's mean colour moved (ΔE76), weighted by its size: what the eye
     # sees of a change is a shift of the whole object, and a small object needs more.
@@ -189,10 +196,11 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     # The hue turn is measured only when both means carry a hue (else it is noise).
     hue = (_hue_angle(mean_t[1:], mean_c[1:])
            if min(np.linalg.norm(mean_t[1:]), np.linalg.norm(mean_c[1:])) >= 8.0 else 0.0)
-    hf_t, tex_t = _edges(t_lab, interior8)
-    hf_c, tex_c = _edges(c_lab, interior8)
-    change = c_lab - t_lab
-    halo = (float(np.linalg.norm(_mean(change, band8) - _mean(change, interior8)))
+    hf_t, tex_t = _edges(t_ch, interior8)
+    hf_c, tex_c = _edges(c_ch, interior8)
+    # The mean change over a mask is the difference of the means (no change image).
+    halo = (float(np.linalg.norm((_mean(c_lab, band8) - _mean(t_lab, band8))
+                                 - (_mean(c_lab, interior8) - _mean(t_lab, interior8))))
             if band8.any() else 0.0)
     new = _clipped(c_rgb) & ~_clipped(t_rgb) & fg8
     new_clip = cv2.countNonZero(new) / max(1, cv2.countNonZero(fg8))
