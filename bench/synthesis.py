@@ -7,7 +7,10 @@ the phrase's polygons (official rule) and resize the mask -> recipe (LUTs, quali
 filter with its metrics) -> encode target, composite (JPEG) and mask (1-bit PNG).
 Codec floor, same photos: decode -> resize -> the same three encodes, nothing else.
 Realism judge alone: ``tasks.composite.judge`` (features + thresholds) on kept
-``lut_pair`` triples, against the full ``lut_pair`` path (which includes it).
+``lut_pair`` triples as the build runs it on each draw (the photo's outline contrast
+measured once per task and passed in), against the full ``lut_pair`` path (which
+includes it); beside it, that once-per-task measurement, and ``assess`` on a bare triple
+(which measures everything itself).
 Inputs are the bundled sample's real photos and hand-drawn polygons, the tasks the build
 draws composites for (stuff phrases and masks with no outline in the photo are skipped
 before any draw, as the build does).
@@ -31,7 +34,7 @@ from schemas.config import SAMPLE_ANNOTATIONS, MaskConfig, SynthesisConfig  # no
 from tasks.composite import judge, sample_seed, synthesize  # noqa: E402
 from tasks.images import decode_resized  # noqa: E402
 from tasks.masks import stored_mask  # noqa: E402
-from tasks.realism import mask_outline_contrast  # noqa: E402
+from tasks.realism import assess, mask_outline_contrast  # noqa: E402
 from tasks.samples import encode_jpeg, encode_mask_png  # noqa: E402
 
 
@@ -84,8 +87,9 @@ def main() -> None:
         def fn(k, task, rec, jpeg):
             img, _ = decode_resized(jpeg, size)
             mask = stored_mask(task["Polygons"], rec["width"], rec["height"], size, masks)
+            outline = mask_outline_contrast(img, mask)   # once per task in the build
             rng = np.random.default_rng(sample_seed(0, f"{task['task_id']}#{k}"))
-            out = synthesize(img, mask, cfg, rng, luts, None, rejections)
+            out = synthesize(img, mask, cfg, rng, luts, None, rejections, outline)
             if not isinstance(out, str):
                 encode_jpeg(out.target, q), encode_jpeg(out.composite, q)
             encode_mask_png(mask)
@@ -104,10 +108,14 @@ def main() -> None:
         results.setdefault("floor", []).append(run(tasks, images, data, a.samples, floor))
         for recipe in ("lut_pair", "lut_fg"):
             results.setdefault(recipe, []).append(run(tasks, images, data, a.samples, full(recipe)))
-        t0 = time.perf_counter()
-        for k in range(a.samples):
-            judge(*triples[k % len(triples)], SynthesisConfig())
-        results.setdefault("judge", []).append(time.perf_counter() - t0)
+        timed = {"judge": lambda t: judge(*t[:4], SynthesisConfig(), t[5]),
+                 "outline": lambda t: mask_outline_contrast(t[4], t[2]),
+                 "assess": lambda t: assess(t[0], t[1], t[2])}
+        for name, fn in timed.items():
+            t0 = time.perf_counter()
+            for k in range(a.samples):
+                fn(triples[k % len(triples)])
+            results.setdefault(name, []).append(time.perf_counter() - t0)
     best = {k: min(v) / a.samples * 1e3 for k, v in results.items()}
     print(f"{a.samples} samples per path, best of 3 rounds, 1 core, {size}x{size}")
     print(f"  codec floor (decode+resize+3 encodes): {best['floor']:.2f} ms/sample "
@@ -116,8 +124,11 @@ def main() -> None:
         ms = best[recipe]
         print(f"  full path, {recipe:8s}: {ms:.2f} ms/sample ({1e3 / ms:.0f} samples/s), "
               f"{ms / best['floor']:.2f}x floor  (targets: >= 250/s, <= 2.0x)")
-    print(f"  realism judge alone: {best['judge']:.2f} ms/sample, "
+    print(f"  realism judge alone, per draw: {best['judge']:.2f} ms, "
           f"{best['judge'] / best['lut_pair']:.1%} of a lut_pair sample  (target: <= 15%)")
+    print(f"    + the photo's outline contrast, once per task: {best['outline']:.2f} ms; "
+          f"assess() on a bare triple (all of it): {best['assess']:.2f} ms, "
+          f"{best['assess'] / best['lut_pair']:.1%}")
     # Counted over every timed and warm-up sample of each path.
     samples = 30 + 3 * a.samples
     for recipe in ("lut_pair", "lut_fg"):
@@ -142,16 +153,18 @@ def drawn_for(tasks, images, data, masks, size):
 
 
 def judged_triples(tasks, images, data, luts, masks, size):
-    """(target, composite, mask, metrics) of kept lut_pair composites, one per task."""
+    """(target, composite, mask, metrics, photo, the photo's outline contrast) of kept
+    lut_pair composites, one per task."""
     cfg = SynthesisConfig(recipes={"lut_pair": 1.0})
     out = []
     for k, task in enumerate(tasks):
         rec = images[task["image_id"]]
         img, _ = decode_resized(data[task["image_id"]], size)
         mask = stored_mask(task["Polygons"], rec["width"], rec["height"], size, masks)
-        got = synthesize(img, mask, cfg, np.random.default_rng(k), luts)
+        outline = mask_outline_contrast(img, mask)
+        got = synthesize(img, mask, cfg, np.random.default_rng(k), luts, outline=outline)
         if not isinstance(got, str):
-            out.append((got.target, got.composite, mask, got.metrics))
+            out.append((got.target, got.composite, mask, got.metrics, img, outline))
     return out
 
 

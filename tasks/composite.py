@@ -66,11 +66,12 @@ def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:
 
 
 def judge(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, metrics: dict[str, float],
-          cfg: SynthesisConfig) -> tuple[list[str], dict[str, float] | None]:
-    """The quality filter: (reasons to reject, realism features); no reasons = keep."""
+          cfg: SynthesisConfig, outline: float | None = None) -> tuple[list[str], dict[str, float] | None]:
+    """The quality filter: (reasons to reject, realism features); no reasons = keep.
+    ``outline``: the photo's outline contrast around the mask, when measured once per task."""
     if metrics["fmse"] > cfg.max_fmse or metrics["delta_e"] > cfg.max_delta_e:
         return ["fg_change_above_max"], None
-    found = features(target, composite, mask, metrics)
+    found = features(target, composite, mask, metrics, outline)
     if isinstance(found, str):
         return [found], None
     return reasons(found, cfg.realism), found
@@ -82,14 +83,15 @@ PickReference = Callable[[np.random.Generator], "Reference | str"]
 def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                rng: np.random.Generator, luts: dict[str, Lut3D],
                pick_reference: PickReference | None = None,
-               rejections: Counter | None = None) -> Composite | str:
+               rejections: Counter | None = None, outline: float | None = None) -> Composite | str:
     """One composite for (img, mask), or the reason there is none.
 
     The recipe is drawn once (so the configured mixture holds); LUTs, references and
     strength are redrawn on each attempt the quality filter rejects. A transfer recipe
     with no same-category reference falls back to the LUT recipes (counted).
     ``rejections`` counts, per recipe, the draws judged (``judged:<recipe>``) and each
-    reason the judge gave (``<recipe>:<reason>``).
+    reason the judge gave (``<recipe>:<reason>``). ``outline``: the photo's
+    ``tasks.realism.mask_outline_contrast`` around the mask, measured once by the caller.
     """
     rejections = rejections if rejections is not None else Counter()
     recipe = choose_recipe(rng, cfg.recipes)
@@ -123,7 +125,7 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
             lut_a, lut_b = ids[int(i)], ids[int(j)]
             target, composite = apply_lut_pair(img, mask, luts[lut_a], luts[lut_b], strength)
         metrics = difficulty(composite, target, mask)
-        found, realism = judge(target, composite, mask, metrics, cfg)
+        found, realism = judge(target, composite, mask, metrics, cfg, outline)
         rejections[f"judged:{recipe}"] += 1
         if not found:
             return Composite(target, composite, recipe, lut_a, lut_b, strength, ref_id, metrics, realism)

@@ -39,20 +39,20 @@ from tasks.metrics import difficulty
 # The mask's edge band: this many pixels inside the boundary (at 256², VGPhraseCut
 # polygons stray ~1-3 px from the object's true edge).
 BAND_PX = 2
-# Background colour statistics are taken on the image shrunk by this factor: a scene's
-# colour spread needs no detail, and it keeps the judge's cost small.
-BG_SHRINK = 4
+# The background's colour statistics and the outline's contrast are taken on the image
+# shrunk by this factor: a scene's colour spread and a colour step across an outline
+# need no detail, and it keeps the judge's cost small (it runs on every draw).
+SHRINK = 4
 # Under this many interior pixels no feature is a stable measurement.
 MIN_INTERIOR = 16
-# Each side of the mask's outline is averaged over this window around an outline pixel,
-# at half size (10 px at 256²: wide enough to step over JPEG noise and a polygon's
-# 1-3 px stray).
-OUTLINE_WINDOW = 5
+# The foreground crop's margin: room for the filters' 3×3 kernels.
+MARGIN = 2
+# Each side of the mask's outline is averaged over this window around an outline pixel
+# of the shrunk image (12 px at 256²: wide enough to step over JPEG noise and a
+# polygon's 1-3 px stray).
+OUTLINE_WINDOW = 3
 # An outline pixel needs this many pixels of each side in its window.
-OUTLINE_MIN_SIDE = 3
-# The foreground crop's margin: room for the outline's window at half size (the other
-# filters need 2).
-MARGIN = OUTLINE_WINDOW + 1
+OUTLINE_MIN_SIDE = 2
 FEATURES = tuple(name for name, _doc in REALISM_FIELDS)   # the shards' ``realism`` struct
 REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "mono_scene", "hue_rotated",
            "chroma_speckle", "boundary_halo", "texture_changed", "new_clipping", "no_outline",
@@ -108,33 +108,26 @@ def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
     mask's edge pixels, of ΔE76 between the mean colour of the mask's pixels and of the
     other pixels in the window around each. An object's outline sits on an edge of the
     photo; a region cut out of a continuous surface has none. -1 where the outline
-    never runs inside the image. Window sums come from integral images: O(1) a pixel."""
-    # At half size: a colour step across an outline needs no detail, and a quarter of
-    # the pixels keeps it cheap (the judge runs on every draw).
-    h, w = (mask8.shape[0] + 1) // 2, (mask8.shape[1] + 1) // 2
-    lab_img = cv2.resize(lab_img, (w, h), interpolation=cv2.INTER_AREA)
-    mask8 = (cv2.resize(mask8, (w, h), interpolation=cv2.INTER_AREA) > 0).view(np.uint8)
+    never runs inside the image.
+
+    ``lab_img`` and the 0/1 ``mask8`` at the size to measure at (see ``_shrunk``)."""
     ys, xs = np.nonzero(mask8 - cv2.erode(mask8, _KERNEL))   # (the image border is no edge)
-    r = OUTLINE_WINDOW // 2
-    y0, y1 = np.maximum(ys - r, 0), np.minimum(ys + r + 1, h)
-    x0, x1 = np.maximum(xs - r, 0), np.minimum(xs + r + 1, w)
-    row = w + 1
-    corners = (y1 * row + x1, y0 * row + x1, y1 * row + x0, y0 * row + x0)
+    if not len(ys):
+        return -1.0
 
-    def window_sums(img):   # four lookups in the integral image a window
-        table = cv2.integral(img).reshape(-1, img.shape[2] if img.ndim == 3 else 1)
-        a, b, c, d = (table[i] for i in corners)
-        return a - b - c + d
+    def window_sums(img):   # outside the image counts as neither side
+        return cv2.boxFilter(img, cv2.CV_32F, (OUTLINE_WINDOW, OUTLINE_WINDOW), normalize=False,
+                             borderType=cv2.BORDER_CONSTANT)[ys, xs].reshape(len(ys), -1)
 
-    n_in = window_sums(mask8)
     s_in, s_all = window_sums(cv2.copyTo(lab_img, mask8)), window_sums(lab_img)
-    n_out = ((y1 - y0) * (x1 - x0))[:, None] - n_in
+    n_in = window_sums(mask8)
+    n_out = window_sums(np.ones_like(mask8)) - n_in
     ok = ((n_in >= OUTLINE_MIN_SIDE) & (n_out >= OUTLINE_MIN_SIDE))[:, 0]
     if not ok.any():
         return -1.0
-    inside = s_in[ok] / n_in[ok]
-    outside = (s_all[ok] - s_in[ok]) / n_out[ok]
-    return float(np.median(np.linalg.norm(inside - outside, axis=1)))
+    s_in, s_all, n_in, n_out = s_in[ok], s_all[ok], n_in[ok], n_out[ok]
+    step = s_in / n_in - (s_all - s_in) / n_out
+    return float(np.median(np.linalg.norm(step, axis=1)))
 
 
 def _crop(mask8: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -147,14 +140,16 @@ def _crop(mask8: np.ndarray) -> tuple[int, int, int, int] | None:
     return (max(0, y - MARGIN), min(h, y + bh + MARGIN), max(0, x - MARGIN), min(w, x + bw + MARGIN))
 
 
+def _shrunk(img: np.ndarray) -> np.ndarray:
+    """The whole image SHRINK times smaller, by area (a 0/1 mask stays 0/1: majority)."""
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(1, w // SHRINK), max(1, h // SHRINK)), interpolation=cv2.INTER_AREA)
+
+
 def mask_outline_contrast(rgb: np.ndarray, mask: np.ndarray) -> float:
     """``outline_contrast`` of a uint8 RGB image around a bool mask (-1 for an empty
     mask): the build checks each task's mask once, before drawing composites for it."""
-    crop = _crop(mask.astype(np.uint8))
-    if crop is None:
-        return -1.0
-    y0, y1, x0, x1 = crop
-    return outline_contrast(lab(rgb[y0:y1, x0:x1]), mask[y0:y1, x0:x1].astype(np.uint8))
+    return outline_contrast(lab(_shrunk(rgb)), _shrunk(mask.astype(np.uint8)))
 
 
 def _hue_angle(u: np.ndarray, v: np.ndarray) -> float:
@@ -163,10 +158,14 @@ def _hue_angle(u: np.ndarray, v: np.ndarray) -> float:
 
 
 def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
-             metrics: dict[str, float] | None = None) -> dict[str, float] | str:
+             metrics: dict[str, float] | None = None,
+             outline: float | None = None) -> dict[str, float] | str:
     """Every feature of the triple (finite floats), or the reason none can be measured.
 
     ``metrics``: ``tasks.metrics.difficulty`` of the same triple when the caller has it.
+    ``outline``: ``mask_outline_contrast`` of the photo when the caller has it: it
+    depends on the photo and the mask only, so the build measures it once per task
+    (for ``lut_pair``, on the photo before look B), not on every draw.
     Masked statistics are OpenCV's (one pass each, no boolean indexing): the judge runs
     on every draw of the build."""
     if target.shape != composite.shape or target.shape[:2] != mask.shape or target.ndim != 3:
@@ -204,10 +203,10 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
             if band8.any() else 0.0)
     new = _clipped(c_rgb) & ~_clipped(t_rgb) & fg8
     new_clip = cv2.countNonZero(new) / max(1, cv2.countNonZero(fg8))
-    # Scene colour spread: the composite's background at a fraction of the size.
-    small = cv2.resize(composite, (max(1, w // BG_SHRINK), max(1, h // BG_SHRINK)),
-                       interpolation=cv2.INTER_AREA)
-    small_bg = (cv2.resize(m8, small.shape[1::-1], interpolation=cv2.INTER_AREA) == 0).view(np.uint8)
+    # Scene colour spread (the composite's background) and the target's outline contrast,
+    # on the images shrunk.
+    small_m8 = _shrunk(m8)
+    small_bg = (small_m8 == 0).view(np.uint8)
     out = {
         "delta_e": float(metrics["delta_e"]), "fmse": float(metrics["fmse"]),
         "visibility": visibility,
@@ -217,13 +216,15 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
         "fg_spread": spread_c,
         # A light change moves a region's colours together; a one-tint look collapses them.
         "spread_ratio": spread_c / max(spread_t, 2.0),
-        "bg_spread": _stats(lab(small), small_bg)[1] if cv2.countNonZero(small_bg) > 1 else -1.0,
+        "bg_spread": (_stats(lab(_shrunk(composite)), small_bg)[1]
+                      if cv2.countNonZero(small_bg) > 1 else -1.0),
         "hue_shift": hue,
         "speckle_ratio": hf_c / max(hf_t, 0.5),
         "halo": halo,
         "texture_ratio": tex_c / max(tex_t, 1.0) if tex_t >= 1.0 else 1.0,
         "new_clip": new_clip,
-        "outline_contrast": outline_contrast(t_lab, fg8),
+        "outline_contrast": (outline if outline is not None
+                             else outline_contrast(lab(_shrunk(target)), small_m8)),
     }
     return {k: (v if np.isfinite(v) else 0.0) for k, v in out.items()}
 

@@ -84,7 +84,8 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     mask = task_mask(task, cfg, skips, notes)
     if mask is None:
         return []
-    if 0 <= mask_outline_contrast(img, mask) < syn.realism.min_outline_contrast:
+    outline = mask_outline_contrast(img, mask)   # the photo's and the mask's: once per task
+    if 0 <= outline < syn.realism.min_outline_contrast:
         # Every draw would be judged no_outline: the photo shows no edge where it ends.
         skips.add("mask_no_outline", task["task_id"])
         return []
@@ -99,7 +100,7 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     for k in range(syn.composites_per_task):
         sample_id = f"{task['task_id']}#{k}"
         seed = sample_seed(cfg.seed, sample_id)
-        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts, pick, notes)
+        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts, pick, notes, outline)
         if isinstance(result, str):
             skips.add(result, sample_id)
             continue

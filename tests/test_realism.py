@@ -153,8 +153,16 @@ def test_a_region_cut_out_of_a_continuous_surface_has_no_outline(scene):
     assert "no_outline" in assess(sky, comp, patch)
     img, mask = scene
     assert mask_outline_contrast(img, mask) > 3 * RealismConfig().min_outline_contrast
-    # The outline along the image border only is none: not measured, not a reason.
+    # The outline along the image border only is none: not measured, not a reason; a
+    # mask too small to keep a pixel at the measuring size neither.
     assert mask_outline_contrast(sky, np.ones((256, 256), bool)) == -1.0
+    dot = np.zeros((256, 256), bool)
+    dot[100, 100] = True
+    assert mask_outline_contrast(sky, dot) == -1.0
+    # Measured once per task on the photo (as the build does), or by the judge itself
+    # from the target: the same when the target is the photo.
+    comp = recolour(img, mask, build_library()["combo_golden_hour"].apply)
+    assert features(img, comp, mask, outline=mask_outline_contrast(img, mask)) == features(img, comp, mask)
 
     cfg, skips = RunConfig(), SkipLog()
     task = {"task_id": "1__1", "image_id": 1, "split": "train", "phrase_name": "kite",
