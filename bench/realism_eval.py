@@ -5,8 +5,8 @@
 Prints, per verdict (plausible, no_op, absurd, artifact), how many rows the judge
 flags and for which reasons, how many the build no longer makes at all (the causes
 fixed upstream: the row's look left composites, its phrase names stuff, its mask is a
-box or has no outline in the photo), then precision and recall of "flagged" against "a reviewer would drop it"
-(no_op, absurd, artifact). ``--sheets DIR`` also renders the
+box or has no outline in the photo), then precision and recall of "flagged" against "a
+reviewer would drop it" (no_op, absurd, artifact). ``--sheets DIR`` also renders the
 contact sheets docs/realism.md shows (JPEG): per reason, the rows it flags; and the rows
 it keeps, per verdict.
 """

@@ -34,9 +34,9 @@ REALISM_FIELDS: list[tuple[str, str]] = [
     ("halo", "ΔE76 between the mean change of the mask's 2-px edge band and of its interior"),
     ("texture_ratio", "luma gradient energy inside the region, composite / target"),
     ("new_clip", "share of region pixels newly blown to white or crushed to black"),
-    ("outline_contrast", "the photo's median ΔE76 across the mask's outline, at 1/4 size in "
-                         "12-px windows (for lut_pair the photo before look B; -1: the "
-                         "outline is only the image border)"),
+    ("outline_contrast", "the photo's ΔE76 across the mask's outline (upper quartile), at "
+                         "1/4 size in 12-px windows (for lut_pair the photo before look B; "
+                         "-1: the outline is only the image border)"),
 ]
 _realism = pa.struct([pa.field(name, pa.float32(), nullable=False, metadata={"doc": doc})
                       for name, doc in REALISM_FIELDS])

@@ -104,11 +104,12 @@ def _clipped(rgb: np.ndarray) -> np.ndarray:
 
 
 def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
-    """How much the image changes across the mask's outline: the median, over the
-    mask's edge pixels, of ΔE76 between the mean colour of the mask's pixels and of the
-    other pixels in the window around each. An object's outline sits on an edge of the
-    photo; a region cut out of a continuous surface has none. -1 where the outline
-    never runs inside the image.
+    """How much the image changes across the mask's outline: the upper quartile, over
+    the mask's edge pixels, of ΔE76 between the mean colour of the mask's pixels and of
+    the other pixels in the window around each. An object's outline runs on an edge of
+    the photo for a good part of its length (not all: a tabby cat on a like-coloured
+    rug); a region cut out of a continuous surface has none anywhere. -1 where the
+    outline never runs inside the image.
 
     ``lab_img`` and the 0/1 ``mask8`` at the size to measure at (see ``_shrunk``)."""
     ys, xs = np.nonzero(mask8 - cv2.erode(mask8, _KERNEL))   # (the image border is no edge)
@@ -127,7 +128,7 @@ def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
         return -1.0
     s_in, s_all, n_in, n_out = s_in[ok], s_all[ok], n_in[ok], n_out[ok]
     step = s_in / n_in - (s_all - s_in) / n_out
-    return float(np.median(np.linalg.norm(step, axis=1)))
+    return float(np.percentile(np.linalg.norm(step, axis=1), 75))
 
 
 def _crop(mask8: np.ndarray) -> tuple[int, int, int, int] | None:
