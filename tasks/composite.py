@@ -59,6 +59,19 @@ def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D, lut_b: Lut3D
     return composite_u8(img, mask, lut_a, lut_b, strength)
 
 
+def draw_looks(recipe: str, img: np.ndarray, mask: np.ndarray, luts: dict[str, Lut3D],
+               rng: np.random.Generator, strength: float) -> tuple[np.ndarray, np.ndarray, str, str | None]:
+    """A LUT recipe's draw: (target, composite, look A, look B or None); looks are drawn
+    from ``luts`` in id order."""
+    ids = sorted(luts)
+    if recipe == "lut_fg":
+        lut_a = ids[int(rng.integers(len(ids)))]
+        return (*apply_lut_fg(img, mask, luts[lut_a], strength), lut_a, None)
+    i, j = rng.choice(len(ids), size=2, replace=False)
+    lut_a, lut_b = ids[int(i)], ids[int(j)]
+    return (*apply_lut_pair(img, mask, luts[lut_a], luts[lut_b], strength), lut_a, lut_b)
+
+
 def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:
     names = sorted(n for n, w in weights.items() if w > 0)
     p = np.array([weights[n] for n in names], dtype=np.float64)
@@ -95,7 +108,6 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
     """
     rejections = rejections if rejections is not None else Counter()
     recipe = choose_recipe(rng, cfg.recipes)
-    ids = sorted(luts)
     reason = "no_attempt"
     for _ in range(cfg.max_attempts):
         strength = float(rng.uniform(cfg.strength_min, cfg.strength_max))
@@ -117,13 +129,8 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                 continue
             target = img
             ref_id = ref.task_id
-        elif recipe == "lut_fg":
-            lut_a = ids[int(rng.integers(len(ids)))]
-            target, composite = apply_lut_fg(img, mask, luts[lut_a], strength)
         else:
-            i, j = rng.choice(len(ids), size=2, replace=False)
-            lut_a, lut_b = ids[int(i)], ids[int(j)]
-            target, composite = apply_lut_pair(img, mask, luts[lut_a], luts[lut_b], strength)
+            target, composite, lut_a, lut_b = draw_looks(recipe, img, mask, luts, rng, strength)
         metrics = difficulty(composite, target, mask)
         found, realism = judge(target, composite, mask, metrics, cfg, outline)
         rejections[f"judged:{recipe}"] += 1
