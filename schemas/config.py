@@ -326,6 +326,10 @@ class CaptionsConfig(_Strict):
     min_length: int = Field(5, ge=0, le=64)
     max_length: int = Field(20, ge=4, le=128)
     prompt: str = "a picture of "
+    # "fused": samples and beam search in one pass over a cache of the image's
+    # cross-attention computed once per image (tasks/captions/decoder.py: same tokens as
+    # generate, several times faster); "generate": transformers' generate, the reference.
+    decoder: Literal["fused", "generate"] = "fused"
     # "auto": CUDA when present, else CPU. bf16 on the GPU (fp16 with precision=float16),
     # fp32 on the CPU, whatever precision says there.
     device: str = "auto"

@@ -68,7 +68,7 @@ def part_digests(cfg, ident, image_ids, ledger, phrases: list[tuple[str, str]]) 
     c = cfg.captions
     blip_id, clip_id, kind = ident
     blip = digest("blip", blip_id, c.candidates, c.top_p, c.num_beams, c.min_length, c.max_length,
-                  c.prompt, cfg.seed, kind, [(i, image_token(ledger.get(i))) for i in image_ids])
+                  c.prompt, c.decoder, cfg.seed, kind, [(i, image_token(ledger.get(i))) for i in image_ids])
     return {"blip": blip, "clip": digest("clip", blip, clip_id, kind),
             "phrases": digest("phrases", clip_id, kind, sorted(phrases))}
 
@@ -232,4 +232,4 @@ def _stored_candidates(path) -> dict[int, tuple[list[str], str]] | None:
 def _decoding(cfg) -> str:
     c = cfg.captions
     return (f"k={c.candidates} top_p={c.top_p} beams={c.num_beams} min_length={c.min_length} "
-            f"max_length={c.max_length} prompt={c.prompt!r} seed={cfg.seed}")
+            f"max_length={c.max_length} prompt={c.prompt!r} decoder={c.decoder} seed={cfg.seed}")
