@@ -125,10 +125,10 @@ def main() -> None:
         real_batches = prefetch.batches
         prefetch.batches = timed_batches
         patched = {n: getattr(engine, n)
-                   for n in ("caption_batch", "embed_images", "embed_texts", "to_pixels")}
+                   for n in ("caption_batch", "embed_images", "embed_tokens", "to_pixels")}
         engine.caption_batch = timed("blip", patched["caption_batch"])
         engine.embed_images = timed("clip", patched["embed_images"])
-        engine.embed_texts = timed("clip", patched["embed_texts"])
+        engine.embed_tokens = timed("clip", patched["embed_tokens"])
         engine.to_pixels = timed("to_device", patched["to_pixels"])
         caption_images(cfg, models, ids[:batch], None)   # warm-up: kernels, workers, allocator
         for k in timers:

@@ -224,10 +224,14 @@ def embed_images(models: Models, pixels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_texts(models: Models, texts: list[str], batch: int = 512) -> torch.Tensor:
-    parts = []
-    for start in range(0, len(texts), batch):
-        tokens = models.clip_tokenizer(texts[start:start + batch]).to(models.device)
-        parts.append(encode_text(models.clip, tokens).float())
+    return embed_tokens(models, models.clip_tokenizer(texts) if texts else None, batch)
+
+
+@torch.no_grad()
+def embed_tokens(models: Models, tokens: torch.Tensor | None, batch: int = 512) -> torch.Tensor:
+    """Unit CLIP text embeddings (float32) of tokenised texts (rows of ``tokens``)."""
+    parts = [] if tokens is None else [encode_text(models.clip, tokens[i:i + batch].to(models.device)).float()
+                                       for i in range(0, tokens.shape[0], batch)]
     out = torch.cat(parts) if parts else torch.empty(0, models.embed_dim, device=models.device)
     return _finite(models, out)
 

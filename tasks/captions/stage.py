@@ -73,21 +73,19 @@ def part_digests(cfg, ident, image_ids, ledger, phrases: list[tuple[str, str]]) 
             "phrases": digest("phrases", clip_id, kind, sorted(phrases))}
 
 
-def rank(models, image_emb: torch.Tensor, candidates: list[list[str]]):
+def rank(image_emb: torch.Tensor, candidates: list[list[str]], text_emb: torch.Tensor):
     """Per image, its candidates as (text, cosine with the photo, index into the flat text
-    embeddings), best first (ties: generation order); and the flat text embeddings."""
-    flat = [t for texts in candidates for t in texts]
-    text_emb = engine.embed_texts(models, flat)
+    embeddings ``text_emb``), best first (ties: generation order)."""
     owner = torch.tensor([i for i, texts in enumerate(candidates) for _ in texts], dtype=torch.long,
                          device=text_emb.device)
     # Every cosine in one pass and one copy to the host (not a device sync per photo).
-    scores = (text_emb * image_emb[owner]).sum(dim=-1).tolist() if flat else []
+    scores = (text_emb * image_emb[owner]).sum(dim=-1).tolist() if len(owner) else []
     out, start = [], 0
     for texts in candidates:
         order = sorted(range(len(texts)), key=lambda j: (-scores[start + j], j))
         out.append([(texts[j], scores[start + j], start + j) for j in order])
         start += len(texts)
-    return out, text_emb
+    return out
 
 
 def _candidates(sampled: list[str], beam: str, skips: Counter) -> list[str]:
@@ -123,31 +121,40 @@ def caption_images(cfg, models, image_ids, stored: dict[int, tuple[list[str], st
     from a part whose BLIP digest still holds (then only CLIP runs)."""
     skips: Counter = Counter()
     rows: list[dict[str, Any]] = []
+    c = cfg.captions
 
-    def one_batch(ids, blip_px, clip_px):
+    def candidates(ids, blip_px, clip_px):
+        """Per image: (candidates, beam caption, CLIP image embedding)."""
         if stored is None:
-            generated = engine.caption_batch(models, blip_px, ids, cfg.captions, cfg.seed)
+            generated = engine.caption_batch(models, blip_px, ids, c, cfg.seed)
             cands = [(_candidates(s, b, skips), b) for s, b in generated]
         else:
             cands = [stored[i] for i in ids]
         image_emb = engine.embed_images(models, clip_px)
-        ranked, text_emb = rank(models, image_emb, [c for c, _ in cands])
+        return [(*cand, emb) for cand, emb in zip(cands, image_emb)]
+
+    def finish(ids, made, tokens):
+        """Rank a batch's candidates with their CLIP text embeddings; its rows."""
+        cands = [m[0] for m in made]
+        image_emb = torch.stack([m[2] for m in made])
+        text_emb = engine.embed_tokens(models, tokens.get())
+        ranked = rank(image_emb, cands, text_emb)
         image_emb, text_emb = image_emb.half().cpu(), text_emb.half().cpu()   # one copy each
-        out = []
         for i, image_id in enumerate(ids):
             if not ranked[i]:
                 skips["no_candidate"] += 1
                 continue
             best, score, at = ranked[i][0]
-            out.append({"image_id": image_id, "caption": best,
-                        "caption_candidates": [{"text": t, "clip_score": s} for t, s, _ in ranked[i]],
-                        "caption_clip_score": score, "beam_caption": cands[i][1],
-                        "candidates_generated": cands[i][0],
-                        "clip_image": image_emb[i].half().tolist(),
-                        "clip_caption": text_emb[at].half().tolist()})
-        return out
+            rows.append({"image_id": image_id, "caption": best,
+                         "caption_candidates": [{"text": t, "clip_score": s} for t, s, _ in ranked[i]],
+                         "caption_clip_score": score, "beam_caption": made[i][1],
+                         "candidates_generated": made[i][0],
+                         "clip_image": image_emb[i].tolist(), "clip_caption": text_emb[at].tolist()})
 
-    done, c = 0, cfg.captions
+    # A batch's candidates are tokenised for CLIP in the worker processes while the
+    # models caption the next batch; its rows are made after that (one batch behind).
+    pending = None
+    done = 0
     blip_size = models.blip_size if stored is None else None
     for ids, blip_u8, clip_u8, failed in prefetch.batches(cfg.images_dir, list(image_ids), c.batch_size,
                                                            c.workers, blip_size, models.blip_resample,
@@ -156,11 +163,17 @@ def caption_images(cfg, models, image_ids, stored: dict[int, tuple[list[str], st
             skips["image_unreadable"] += 1
         if ids:
             blip_px = engine.to_pixels(models, blip_u8, models.blip_norm) if blip_u8 is not None else None
-            rows.extend(_with_oom_halving(one_batch, ids, blip_px,
-                                          engine.to_pixels(models, clip_u8, models.clip_norm)))
+            clip_px = engine.to_pixels(models, clip_u8, models.clip_norm)
+            made = _with_oom_halving(candidates, ids, blip_px, clip_px)
+            texts = [t for m in made for t in m[0]]
+            if pending:
+                finish(*pending)
+            pending = (ids, made, prefetch.Tokens(models.clip_source.name, texts, c.workers))
         done += len(ids) + len(failed)
         if progress:
             progress(done)
+    if pending:
+        finish(*pending)
     rows.sort(key=lambda r: r["image_id"])
     return pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA), skips
 
