@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[16])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--k", type=int, default=8)
+    # The baseline, measured in the same run: transformers' generate (captions.decoder).
+    ap.add_argument("--decoder", nargs="+", choices=("fused", "generate"), default=["generate", "fused"])
     ap.add_argument("--json", type=Path, help="also write the results here")
     a = ap.parse_args()
 
@@ -94,12 +96,14 @@ def main() -> None:
     clip = make_clip(work / "clip", "tiny" if a.size == "tiny" else "ViT-L-14")
     print(f"{a.images} photos and {a.size} models written in {time.perf_counter() - t0:.0f} s")
     results = []
-    for batch in a.batch:
+    for batch, decoder in [(b, d) for b in a.batch for d in a.decoder]:
         cfg = load_config(None, [f"captions.blip_model={blip}", f"captions.clip_model={clip}",
                                  f"captions.candidates={a.k}", f"captions.batch_size={batch}",
-                                 f"captions.workers={a.workers}"], work / "out")
+                                 f"captions.workers={a.workers}", f"captions.decoder={decoder}"],
+                          work / "out")
         models = engine.load_models(cfg.captions.blip_model, cfg.captions.clip_model, "auto", "bfloat16")
-        timers = {"wait_for_photos": 0.0, "to_device": 0.0, "blip": 0.0, "clip": 0.0}
+        timers = {"wait_for_photos": 0.0, "wait_for_tokens": 0.0, "to_device": 0.0, "blip": 0.0,
+                  "blip_vision": 0.0, "clip": 0.0}   # blip_vision: the part of blip before decoding
         sync = torch.cuda.synchronize if models.device.type == "cuda" else (lambda: None)
 
         def timed(name, fn):
@@ -124,13 +128,17 @@ def main() -> None:
 
         real_batches = prefetch.batches
         prefetch.batches = timed_batches
-        patched = {n: getattr(engine, n)
-                   for n in ("caption_batch", "embed_images", "embed_tokens", "to_pixels")}
+        patched = {n: getattr(engine, n) for n in ("caption_batch", "blip_image_tokens", "embed_images",
+                                                    "embed_tokens", "to_pixels")}
         engine.caption_batch = timed("blip", patched["caption_batch"])
+        engine.blip_image_tokens = timed("blip_vision", patched["blip_image_tokens"])
         engine.embed_images = timed("clip", patched["embed_images"])
         engine.embed_tokens = timed("clip", patched["embed_tokens"])
         engine.to_pixels = timed("to_device", patched["to_pixels"])
-        caption_images(cfg, models, ids[:batch], None)   # warm-up: kernels, workers, allocator
+        real_get = prefetch.Tokens.get
+        prefetch.Tokens.get = timed("wait_for_tokens", real_get)
+        prefetch.start_pool(a.workers)
+        caption_images(cfg, models, ids[:batch], None)   # warm-up: kernels, allocator
         for k in timers:
             timers[k] = 0.0
         sampler = GpuSampler() if models.device.type == "cuda" else None
@@ -143,12 +151,13 @@ def main() -> None:
         if sampler:
             sampler.stop.set()
         prefetch.batches = real_batches
+        prefetch.Tokens.get = real_get
         for n, fn in patched.items():
             setattr(engine, n, fn)
         rss = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) // 1024
-        res = {"size": a.size, "device": models.precision_kind, "k": a.k, "batch": batch,
+        res = {"size": a.size, "device": models.precision_kind, "k": a.k, "batch": batch, "decoder": decoder,
                "workers": a.workers, "photos": table.num_rows, "seconds": round(seconds, 2),
-               "photos_per_s": round(table.num_rows / seconds, 1),
+               "photos_per_s": round(table.num_rows / seconds, 1 if table.num_rows / seconds > 10 else 3),
                "phases_s": {k: round(v, 2) for k, v in timers.items()},
                "outside_models_share": round(1 - (timers["blip"] + timers["clip"]) / seconds, 3),
                "peak_rss_mib": rss}
@@ -156,6 +165,16 @@ def main() -> None:
             res["gpu_busy_mean_pct"] = round(float(np.mean(sampler.samples)), 1)
             res["gpu_peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
             res["projected_77262_photos_min"] = round(77262 / res["photos_per_s"] / 60, 1)
+        base = next((r for r in results if r["batch"] == batch and r["decoder"] == "generate"), None)
+        if base and decoder != "generate":
+            def speedup(a, b):
+                return round(a / max(b, 1e-9), 2)
+            old, new = base["phases_s"], timers
+            res["vs_generate"] = {"photos_per_s": speedup(res["photos_per_s"], base["photos_per_s"]),
+                                  "blip": speedup(old["blip"], new["blip"]),
+                                  "blip_vision": speedup(old["blip_vision"], new["blip_vision"]),
+                                  "blip_decoding": speedup(old["blip"] - old["blip_vision"],
+                                                           new["blip"] - new["blip_vision"])}
         results.append(res)
         print(json.dumps(res))
     if a.json:

@@ -328,7 +328,8 @@ class CaptionsConfig(_Strict):
     prompt: str = "a picture of "
     # "fused": samples and beam search in one pass over a cache of the image's
     # cross-attention computed once per image (tasks/captions/decoder.py: same tokens as
-    # generate, several times faster); "generate": transformers' generate, the reference.
+    # generate, several times faster), vision attention fused (vision.py); "generate":
+    # transformers' vision model and generate, the reference.
     decoder: Literal["fused", "generate"] = "fused"
     # "auto": CUDA when present, else CPU. bf16 on the GPU (fp16 with precision=float16),
     # fp32 on the CPU, whatever precision says there.

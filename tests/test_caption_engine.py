@@ -106,6 +106,15 @@ def test_caption_batch_is_the_same_through_either_decoder(models):
     assert all(len(s) == cfg.captions.candidates and all(s) and b for s, b in fused)
 
 
+def test_the_fused_vision_encoder_equals_blips(blip):
+    from tasks.captions import vision
+
+    pixels = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        reference = blip.vision_model(pixel_values=pixels)[0]
+    assert torch.allclose(vision.encode(blip.vision_model, pixels), reference, atol=1e-5)
+
+
 def test_uniforms_are_per_image_streams_in_the_unit_interval():
     u = engine.sample_uniforms(7, [1, 2, 3], 8, 20)
     assert u.shape == (24, 20) and u.dtype == np.float64

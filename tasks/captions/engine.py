@@ -7,8 +7,8 @@ from per-image random streams (config seed + image id + candidate), so a caption
 not depend on which images share its batch or on the global RNG: top-p, then the token
 whose CDF interval holds the stream's next uniform. The decoding itself is
 ``decoder.decode`` (both decodings in one pass, the image's cross-attention computed
-once); ``captions.decoder: generate`` runs transformers' generate instead, the
-reference it is tested against.
+once) after ``vision.encode`` (fused attention); ``captions.decoder: generate`` runs
+transformers' vision model and generate instead, the reference they are tested against.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import tasks.torch_compat  # noqa: F401  (before torchvision / open_clip / BLIP imports)
-from tasks.captions import decoder
+from tasks.captions import decoder, vision
 from tasks.captions.models import BlipSource, ClipSource, resolve_blip, resolve_clip
 
 log = logging.getLogger("phraseharmony.captions")
@@ -163,7 +163,8 @@ def caption_batch(models: Models, pixels: torch.Tensor, image_ids: list[int], cf
     that is empty after stripping is returned as "" (the caller drops and counts it)."""
     blip, tok = models.blip, models.blip_processor.tokenizer
     n, k = len(image_ids), cfg.candidates
-    image_embeds = blip.vision_model(pixel_values=pixels)[0]
+    fused = use_fused(models, cfg)
+    image_embeds = blip_image_tokens(models, pixels, fused)
     prompt = tok([cfg.prompt], return_tensors="pt").input_ids[0].tolist()
     # [DEC] in place of [CLS] and no [SEP], as BLIP's own generate does.
     prompt = [blip.config.text_config.bos_token_id, *prompt[1:-1]]
@@ -171,13 +172,20 @@ def caption_batch(models: Models, pixels: torch.Tensor, image_ids: list[int], cf
     text_cfg = blip.config.text_config
     settings = decoder.Decoding(k, cfg.num_beams, cfg.top_p, cfg.min_length, cfg.max_length,
                                 text_cfg.bos_token_id, text_cfg.sep_token_id, text_cfg.pad_token_id)
-    if use_fused(models, cfg):
+    if fused:
         sampled, beam = decoder.decode(blip.text_decoder, image_embeds, prompt, uniforms, settings)
     else:
         sampled, beam = _generate(blip.text_decoder, image_embeds, prompt, uniforms, settings)
     sampled_text = [strip_prompt(t, cfg.prompt) for t in tok.batch_decode(sampled, skip_special_tokens=True)]
     beam_text = [strip_prompt(t, cfg.prompt) for t in tok.batch_decode(beam, skip_special_tokens=True)]
     return [(sampled_text[i * k:(i + 1) * k], beam_text[i]) for i in range(n)]
+
+
+def blip_image_tokens(models: Models, pixels: torch.Tensor, fused: bool) -> torch.Tensor:
+    """What BLIP's text decoder attends to: its vision model's last hidden state."""
+    if fused:
+        return vision.encode(models.blip.vision_model, pixels)
+    return models.blip.vision_model(pixel_values=pixels)[0]
 
 
 def use_fused(models: Models, cfg) -> bool:

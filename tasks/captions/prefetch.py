@@ -15,6 +15,7 @@ they exit with status 1 at shutdown.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +44,7 @@ def _worker_init() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build decides what Ctrl-C means
     die_with_parent()
+    import open_clip  # noqa: F401  (seconds: at the pool's start, not in a batch's way)
 
 
 def prepare(images_dir: Path, image_ids: list[int], blip_size: tuple[int, int] | None,
@@ -76,6 +78,20 @@ def prepare(images_dir: Path, image_ids: list[int], blip_size: tuple[int, int] |
 def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init)
+
+
+def _started(_: int) -> int:
+    import time
+
+    time.sleep(0.2)   # long enough that every job lands on a different worker
+    return os.getpid()
+
+
+def start_pool(workers: int) -> None:
+    """Start every worker and wait for its imports (seconds each: a benchmark times
+    batches, not the pool's start)."""
+    if workers:
+        list(_pool(workers).map(_started, range(workers)))
 
 
 # Photos per worker job: small jobs spread one model batch over every worker (a
