@@ -335,8 +335,9 @@ class CaptionsConfig(_Strict):
     # fp32 on the CPU, whatever precision says there.
     device: str = "auto"
     precision: Literal["bfloat16", "float16"] = "bfloat16"
-    # Images per generate call (halved and retried on CUDA out-of-memory, logged), and
-    # worker processes that decode and preprocess ahead of the model.
+    # Images through the models at a time (halved and retried on CUDA out-of-memory,
+    # logged; 512 and more keep an H200 busy), and worker processes that decode and
+    # preprocess ahead of the models and tokenise candidates for CLIP.
     batch_size: int = Field(32, ge=1, le=4096)
     workers: int = Field(2, ge=0, le=64)
 

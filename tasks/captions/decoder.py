@@ -152,9 +152,10 @@ def decode(text_decoder, image_embeds: torch.Tensor, prompt: list[int], uniforms
         pick = torch.where(unfinished, pick, torch.full_like(pick, d.pad))
         sampled[:, cur] = pick
         unfinished &= pick != d.eos
-        src, beam_tokens, beams_done = beam.advance(logits[b_rows], cur)
+        src, beam_tokens, beams_over = beam.advance(logits[b_rows], cur)
         cur += 1
-        if cur >= d.max_length or (beams_done and not bool(unfinished.any())):
+        # One wait for the device per step: both decodings are done, or max_length.
+        if cur >= d.max_length or bool(beams_over & ~unfinished.any()):
             break
         net.reorder(b_rows, (src // nb) * r + k + src % nb, cur - 1)
         step_tokens = torch.empty(n * r, dtype=torch.long, device=device)
@@ -181,9 +182,9 @@ class _Beams:
         self.open = torch.ones(n, 1, dtype=torch.bool, device=device)   # may still improve
         self.top = torch.arange(self.keep, device=device) < nb
 
-    def advance(self, logits: torch.Tensor, cur: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    def advance(self, logits: torch.Tensor, cur: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step: (source beam of each new running beam, as image * beams + beam;
-        the new running beams' last tokens; whether the search is over)."""
+        the new running beams' last tokens; whether the search is over, on the device)."""
         n, nb, d = self.n, self.nb, self.d
         logp = F.log_softmax(logits, dim=-1)
         if cur < d.min_length:
@@ -215,7 +216,7 @@ class _Beams:
         worst = torch.where(self.is_finished, self.scores.min(dim=1, keepdim=True)[0], NEG)
         possible = self.running_scores[:, :1] / (cur + 1 - self.plen)
         self.open = self.open & (possible > worst).any(dim=-1, keepdim=True)
-        over = not bool(self.open.any()) or bool(hits.all())
+        over = ~self.open.any() | hits.all()
         return src.view(-1), self.running[:, :, cur].reshape(-1), over
 
     def best(self) -> torch.Tensor:
