@@ -55,7 +55,7 @@ def main() -> None:
         side = blip.config.vision_config.image_size
         pixels = torch.randn(a.images, 3, side, side, generator=torch.Generator().manual_seed(0))
         pixels = pixels.to(device, dtype)
-        d = decoder.Decoding(8, 3, 0.9, 5, 20, cfg.bos_token_id, cfg.sep_token_id, cfg.pad_token_id)
+        d = decoder.Decoding(8, 3, 0.9, 5, 20, cfg.sep_token_id, cfg.pad_token_id)
         uniforms = torch.from_numpy(engine.sample_uniforms(0, list(range(a.images)), d.k, d.max_length))
         uniforms = uniforms.float().to(device)
         with torch.no_grad():

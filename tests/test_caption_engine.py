@@ -47,8 +47,7 @@ def _both(blip, setting, seed):
     prompt = [cfg.bos_token_id, 6, 7, 8]
     ids = list(range(100, 100 + n))
     uniforms = torch.from_numpy(engine.sample_uniforms(seed, ids, k, max_length)).float()
-    d = decoder.Decoding(k, beams, top_p, min_length, max_length, cfg.bos_token_id, cfg.sep_token_id,
-                         cfg.pad_token_id)
+    d = decoder.Decoding(k, beams, top_p, min_length, max_length, cfg.sep_token_id, cfg.pad_token_id)
     fused = decoder.decode(blip.text_decoder, embeds, prompt, uniforms, d)
     reference = engine._generate(blip.text_decoder, embeds, prompt, uniforms, d)
     return [_tokens(s, cfg) for s in fused], [_tokens(s, cfg) for s in reference]

@@ -41,7 +41,6 @@ class Decoding:
     top_p: float
     min_length: int         # counts the prompt, like generate's min_length
     max_length: int
-    bos: int
     eos: int
     pad: int
 

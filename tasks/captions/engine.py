@@ -165,13 +165,12 @@ def caption_batch(models: Models, pixels: torch.Tensor, image_ids: list[int], cf
     n, k = len(image_ids), cfg.candidates
     fused = use_fused(models, cfg)
     image_embeds = blip_image_tokens(models, pixels, fused)
-    prompt = tok([cfg.prompt], return_tensors="pt").input_ids[0].tolist()
-    # [DEC] in place of [CLS] and no [SEP], as BLIP's own generate does.
-    prompt = [blip.config.text_config.bos_token_id, *prompt[1:-1]]
-    uniforms = torch.from_numpy(sample_uniforms(seed, image_ids, k, cfg.max_length)).float().to(models.device)
     text_cfg = blip.config.text_config
+    prompt = tok([cfg.prompt], return_tensors="pt").input_ids[0].tolist()
+    prompt = [text_cfg.bos_token_id, *prompt[1:-1]]   # [DEC] for [CLS], no [SEP]: as BLIP's generate
+    uniforms = torch.from_numpy(sample_uniforms(seed, image_ids, k, cfg.max_length)).float().to(models.device)
     settings = decoder.Decoding(k, cfg.num_beams, cfg.top_p, cfg.min_length, cfg.max_length,
-                                text_cfg.bos_token_id, text_cfg.sep_token_id, text_cfg.pad_token_id)
+                                text_cfg.sep_token_id, text_cfg.pad_token_id)
     if fused:
         sampled, beam = decoder.decode(blip.text_decoder, image_embeds, prompt, uniforms, settings)
     else:
