@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check of the training stage, as one short script for a lent GPU machine:
 #   run (carry: .whl, out/sample):  bash bench/device_train.sh
-# Installs our pure-Python wheels (.whl/, built here), then runs bench/train.py --gpu
-# (HT+ at 256^2, bf16, batch 16/32/64, fused vs materialised attention, the loader with
+# Installs the wheels the machine lacks (.whl/, made here by bench/device_wheels.sh),
+# then runs bench/train.py --gpu (HT+ at 256^2, bf16, batch 16/32/64, fused vs materialised attention, the loader with
 # 16 workers); results land in $OUT.
 set -euo pipefail
 export PYTHONPATH="/tmp/site:$PWD"
-python -m pip install --quiet --no-deps --target /tmp/site .whl/*.whl
+python3 -m pip install --quiet --no-deps --target /tmp/site .whl/*.whl
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-python bench/train.py --gpu --workers 0 16 --rows 4096 --json "$OUT/train.json" | tee "$OUT/train.md"
+python3 bench/train.py --gpu --workers 0 16 --rows 4096 --json "$OUT/train.json" | tee "$OUT/train.md"
