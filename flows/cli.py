@@ -65,6 +65,10 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
     if summary is not None:
         _print_done(summary, "all shards current: nothing to build")
         return
+    if cfg.captions.enabled is True:
+        from tasks.captions.stage import captions_enabled
+
+        captions_enabled(cfg)   # missing weights: one line now, not after starting Prefect
     with prefect_api():
         from flows.build_dataset import PROGRESS_LOG, build_dataset
 

@@ -112,6 +112,7 @@ def test_missing_weights_stop_before_any_work(tmp_path):
     assert not (tmp_path / "out" / "annotations.arrow").exists()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "flows.cli", "build", "--config", str(SAMPLE_CONFIG),
                           "--out", str(tmp_path / "o2"), "--set", "captions.enabled=true",
                           "--set", "captions.clip_model=ViT-B-32/laion2b_s34b_b79k"],
@@ -119,6 +120,9 @@ def test_missing_weights_stop_before_any_work(tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     assert "CLIP model ViT-B-32/laion2b_s34b_b79k: weights not in" in res.stdout
     assert "Traceback" not in res.stdout + res.stderr
+    # The CLI checks before it starts a Prefect server: the imports' seconds, nothing more.
+    assert not (tmp_path / "home" / "temporary-server.log").exists()
+    assert time.monotonic() - t0 < 25
 
 
 def test_auto_without_weights_builds_and_says_so(sample_dataset):
