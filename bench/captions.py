@@ -167,8 +167,8 @@ def main() -> None:
             res["projected_77262_photos_min"] = round(77262 / res["photos_per_s"] / 60, 1)
         base = next((r for r in results if r["batch"] == batch and r["decoder"] == "generate"), None)
         if base and decoder != "generate":
-            def speedup(a, b):
-                return round(a / max(b, 1e-9), 2)
+            def speedup(before, after):
+                return round(before / max(after, 1e-9), 2)
             old, new = base["phases_s"], timers
             res["vs_generate"] = {"photos_per_s": speedup(res["photos_per_s"], base["photos_per_s"]),
                                   "blip": speedup(old["blip"], new["blip"]),

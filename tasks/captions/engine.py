@@ -246,8 +246,8 @@ def embed_tokens(models: Models, tokens: torch.Tensor | None, batch: int = 512) 
 def encode_text(clip, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip's ``encode_text``, over the first positions only: up to the longest
     text's end token. With its causal mask and end-token pooling, the positions after a
-    text's end cannot change its embedding, and captions end by token ~20 of 77 (a third
-    of the text tower's work). Other text towers run as open_clip runs them."""
+    text's end cannot change its embedding, and captions end by token ~20 of 77 (about a
+    quarter of the full work). Other text towers run as open_clip runs them."""
     import open_clip
 
     pool = getattr(clip, "text_pool_type", None)

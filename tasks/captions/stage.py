@@ -1,9 +1,10 @@
 """Stage: captions and CLIP embeddings, per image and per phrase, one part per shard.
 
-Per part: images are decoded and preprocessed in DataLoader worker processes (OpenCV,
+Per part: images are decoded and preprocessed in spawned worker processes (OpenCV,
 EXIF ignored, then BLIP's and CLIP's own preprocessing) while the models run batches;
 BLIP gives k sampled candidates and a beam caption per image (image encoded once),
-CLIP embeds the photo and every candidate and the best cosine wins; every phrase of
+CLIP embeds the photo and every candidate (tokenised by the workers while the next
+batch is captioned) and the best cosine wins; every phrase of
 the part gets its CLIP text embedding. A CUDA out-of-memory error halves the batch and
 goes on. Parts whose markers are current are not touched; a changed CLIP re-ranks from
 the stored candidates without BLIP.
