@@ -81,7 +81,7 @@ def test_fused_decoding_equals_generate_token_for_token(blip, end_bias):
 def test_a_generation_setting_the_fused_decoder_lacks_falls_back_to_generate(blip, models, caplog):
     cfg = _config(models)
     m = engine.load_models(models["blip"], models["clip"], "cpu", "bfloat16")
-    assert decoder.supports(m.blip.text_decoder.generation_config) == []
+    assert decoder.unsupported(m.blip.text_decoder.generation_config) == []
     assert engine.use_fused(m, cfg.captions)
     assert not engine.use_fused(m, cfg.captions.model_copy(update={"decoder": "generate"}))
     gen_cfg = m.blip.text_decoder.generation_config

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 # Generation settings the fused decoder implements only at these values; a model whose
-# generation config sets another falls back to transformers' generate (see ``supports``).
+# generation config sets another falls back to transformers' generate (see ``unsupported``).
 _DEFAULTS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None,
              "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None,
              "begin_suppress_tokens": None, "length_penalty": 1.0, "early_stopping": False,
@@ -45,7 +45,7 @@ class Decoding:
     pad: int
 
 
-def supports(generation_config) -> list[str]:
+def unsupported(generation_config) -> list[str]:
     """The generation settings of a BLIP checkpoint that the fused decoder does not
     implement (empty: it decodes exactly as ``generate`` would)."""
     out = []
@@ -58,7 +58,7 @@ def supports(generation_config) -> list[str]:
 
 def nucleus_pick(scores: torch.Tensor, uniforms: torch.Tensor, top_p: float) -> torch.Tensor:
     """Per row: top-p over softmax(scores), then the token whose CDF interval holds the
-    row's uniform (the same draw as ``engine.SeededNucleus``)."""
+    row's uniform. Both decoders draw with it (``engine.SeededNucleus`` for generate)."""
     probs = torch.softmax(scores.float(), dim=-1)
     sorted_p, order = probs.sort(dim=-1, descending=True)
     before = sorted_p.cumsum(dim=-1) - sorted_p

@@ -192,7 +192,7 @@ def use_fused(models: Models, cfg) -> bool:
     config asks for something it does not implement (then generate, with a warning)."""
     if cfg.decoder == "generate":
         return False
-    unsupported = decoder.supports(models.blip.text_decoder.generation_config)
+    unsupported = decoder.unsupported(models.blip.text_decoder.generation_config)
     if unsupported:
         _warn_once(f"BLIP {models.blip_source.spec}: its generation config sets {', '.join(unsupported)}; "
                    "decoding with transformers' generate instead of the fused decoder")
