@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from tasks import linalg3
 from tasks.luts import Lut3D
 
 # Rec.709 luma weights: "how bright a colour looks" for saturation and toning.
@@ -22,7 +23,7 @@ LUMA = np.array([0.2126, 0.7152, 0.0722])
 _SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
                          [0.2126729, 0.7151522, 0.0721750],
                          [0.0193339, 0.1191920, 0.9503041]])
-_XYZ_TO_SRGB = np.linalg.inv(_SRGB_TO_XYZ)
+_XYZ_TO_SRGB = linalg3.inv(_SRGB_TO_XYZ)
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -36,7 +37,7 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
-    return (x @ LUMA)[:, None]
+    return (x[:, 0] * LUMA[0] + x[:, 1] * LUMA[1] + x[:, 2] * LUMA[2])[:, None]
 
 
 # --- families --------------------------------------------------------------------------
@@ -52,9 +53,9 @@ def white_balance(x, cct, tint=0.0):
     uv = colour.xy_to_UCS_uv(xy) + np.array([0.0, tint])
     white = colour.xy_to_XYZ(colour.UCS_uv_to_xy(uv))
     d65 = colour.xy_to_XYZ(colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["D65"])
-    xyz = srgb_to_linear(x) @ _SRGB_TO_XYZ.T
+    xyz = linalg3.apply(srgb_to_linear(x), _SRGB_TO_XYZ)
     adapted = colour.adaptation.chromatic_adaptation_VonKries(xyz, d65, white / white[1], "CAT02")
-    return linear_to_srgb(adapted @ _XYZ_TO_SRGB.T)
+    return linear_to_srgb(linalg3.apply(adapted, _XYZ_TO_SRGB))
 
 
 def exposure(x, ev):
@@ -95,7 +96,7 @@ def fade(x, lift, crush=0.0):
 
 
 def channel_mix(x, matrix):
-    return x @ np.asarray(matrix, dtype=np.float64).T
+    return linalg3.apply(x, matrix)
 
 
 def film_curve(x, toe, shoulder):

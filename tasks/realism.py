@@ -29,6 +29,8 @@ other thresholds); ``reasons`` applies the thresholds.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -72,11 +74,24 @@ def extremes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
 
 
+def norm(v) -> float:
+    """The length of a short vector in Python floats (np.linalg.norm calls BLAS, whose
+    last bits depend on the CPU kind; see tasks/linalg3.py)."""
+    return math.sqrt(sum(float(x) * float(x) for x in v))
+
+
+def chroma(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sqrt(a*^2 + b*^2) per pixel. Not cv2.magnitude: its SIMD and scalar paths round
+    differently and which pixels take which depends on the buffer's address, so the
+    same image gave other features (and other stored bytes) from one run to the next."""
+    return np.sqrt(a * a + b * b)
+
+
 def _stats(lab_img: np.ndarray, mask8: np.ndarray) -> tuple[np.ndarray, float]:
     """Mean L*a*b* over a mask, and sqrt(var a* + var b*): how varied the region's
     colours are (a one-tint scene is ~0)."""
     mean, std = cv2.meanStdDev(lab_img, mask=mask8)
-    return mean[:, 0], float(np.hypot(std[1, 0], std[2, 0]))
+    return mean[:, 0], norm(std[1:, 0])
 
 
 def _mean(img: np.ndarray, mask8: np.ndarray) -> np.ndarray:
@@ -154,8 +169,8 @@ def mask_outline_contrast(rgb: np.ndarray, mask: np.ndarray) -> float:
 
 
 def _hue_angle(u: np.ndarray, v: np.ndarray) -> float:
-    cos = float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    cos = sum(float(x) * float(y) for x, y in zip(u, v)) / (norm(u) * norm(v))
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
 
 def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
@@ -187,20 +202,20 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     t_rgb, c_rgb = target[y0:y1, x0:x1], composite[y0:y1, x0:x1]
     t_lab, c_lab = lab(t_rgb), lab(c_rgb)
     t_ch, c_ch = cv2.split(t_lab), cv2.split(c_lab)
-    chroma_t = float(_mean(cv2.magnitude(t_ch[1], t_ch[2]), fg8)[0])
-    chroma_c = float(_mean(cv2.magnitude(c_ch[1], c_ch[2]), fg8)[0])
+    chroma_t = float(_mean(chroma(t_ch[1], t_ch[2]), fg8)[0])
+    chroma_c = float(_mean(chroma(c_ch[1], c_ch[2]), fg8)[0])
     (mean_t, spread_t), (mean_c, spread_c) = _stats(t_lab, fg8), _stats(c_lab, fg8)
     # How far the region's mean colour moved (ΔE76), weighted by its size: what the eye
     # sees of a change is a shift of the whole object, and a small object needs more.
-    visibility = float(np.linalg.norm(mean_c - mean_t)) * float(m8.mean()) ** 0.25
+    visibility = norm(mean_c - mean_t) * float(m8.mean()) ** 0.25
     # The hue turn is measured only when both means carry a hue (else it is noise).
     hue = (_hue_angle(mean_t[1:], mean_c[1:])
-           if min(np.linalg.norm(mean_t[1:]), np.linalg.norm(mean_c[1:])) >= 8.0 else 0.0)
+           if min(norm(mean_t[1:]), norm(mean_c[1:])) >= 8.0 else 0.0)
     hf_t, tex_t = _edges(t_ch, interior8)
     hf_c, tex_c = _edges(c_ch, interior8)
     # The mean change over a mask is the difference of the means (no change image).
-    halo = (float(np.linalg.norm((_mean(c_lab, band8) - _mean(t_lab, band8))
-                                 - (_mean(c_lab, interior8) - _mean(t_lab, interior8))))
+    halo = (norm((_mean(c_lab, band8) - _mean(t_lab, band8))
+                 - (_mean(c_lab, interior8) - _mean(t_lab, interior8)))
             if band8.any() else 0.0)
     new = _clipped(c_rgb) & ~_clipped(t_rgb) & fg8
     new_clip = cv2.countNonZero(new) / max(1, cv2.countNonZero(fg8))

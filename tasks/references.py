@@ -20,7 +20,7 @@ import pyarrow as pa
 from tasks.downloader import image_path
 from tasks.images import decode_resized
 from tasks.masks import polygon_problem, stored_mask
-from tasks.realism import extremes, lab
+from tasks.realism import chroma, extremes, lab, norm
 from tasks.shard_plan import UNAVAILABLE
 
 # References drawn per pick; the best of them is used. More finds better references but
@@ -38,7 +38,7 @@ def region_colour(px: np.ndarray) -> tuple[float, np.ndarray]:
     ab = lab(px.reshape(-1, 1, 3)).reshape(-1, 3)[:, 1:]
     lo, hi = extremes(px)
     clipped = ((lo >= 250) | (hi <= 6)).mean()
-    return float(np.hypot(ab[:, 0], ab[:, 1]).mean() - 100.0 * clipped), ab.mean(axis=0)
+    return float(chroma(ab[:, 0], ab[:, 1]).mean() - 100.0 * clipped), ab.mean(axis=0)
 
 
 def reference_fit(ref: tuple[float, np.ndarray], source_ab: np.ndarray | None) -> float:
@@ -47,7 +47,7 @@ def reference_fit(ref: tuple[float, np.ndarray], source_ab: np.ndarray | None) -
     little; a reference of another hue (a blue shirt for a red one) makes the transfer
     paint the object another colour, which the realism judge then turns down."""
     score, ab = ref
-    return score if source_ab is None else score - float(np.linalg.norm(ab - source_ab))
+    return score if source_ab is None else score - norm(ab - source_ab)
 
 
 @dataclass(frozen=True)

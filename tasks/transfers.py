@@ -8,26 +8,32 @@ dark fringes and pale halos. The mapping then applies to every masked pixel, cla
 the reference's 1st-99th percentile per channel (a transfer cannot invent colours the
 reference object does not have). Pixels outside the mask are left alone. All functions
 take uint8 pixels and return uint8 pixels; ``fit``: the source pixels the statistics
-come from (default: all of ``src``).
+come from (default: all of ``src``). Products, covariances, rotations and the regrain
+solver's inner products go through ``tasks.linalg3``, not BLAS/LAPACK: a shard must not
+depend on which CPU made it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tasks import linalg3
+
 # Reinhard et al. (2001): RGB -> LMS, then log10, then decorrelated l-alpha-beta.
 RGB_TO_LMS = np.array([[0.3811, 0.5783, 0.0402],
                        [0.1967, 0.7244, 0.0782],
                        [0.0241, 0.1288, 0.8444]])
-LMS_TO_RGB = np.linalg.inv(RGB_TO_LMS)
-LMS_TO_LAB = np.diag([1 / np.sqrt(3), 1 / np.sqrt(6), 1 / np.sqrt(2)]) @ np.array(
-    [[1, 1, 1], [1, 1, -2], [1, -1, 0]], dtype=np.float64)
-LAB_TO_LMS = np.linalg.inv(LMS_TO_LAB)
+LMS_TO_RGB = linalg3.inv(RGB_TO_LMS)
+LMS_TO_LAB = linalg3.matmul(np.diag([1 / np.sqrt(3), 1 / np.sqrt(6), 1 / np.sqrt(2)]),
+                            [[1, 1, 1], [1, 1, -2], [1, -1, 0]])
+LAB_TO_LMS = linalg3.inv(LMS_TO_LAB)
 # Below this, a standard deviation (or covariance eigenvalue) counts as zero.
 EPS = 1e-6
 # LMS floor before log10 (black pixels): 1/255^2 keeps log10 finite and near black.
 LMS_FLOOR = 1.0 / 255.0 ** 2
 IDT_ITERATIONS, IDT_BINS = 10, 300
+# Regrain's solver: relative residual and iteration cap (the pictures settle well before).
+REGRAIN_RTOL, REGRAIN_MAXITER = 1e-4, 200
 # Erosion of both masks before statistics, in stored pixels (at 256², polygons stray
 # ~1-3 px from the object's edge); and the fewest pixels left to take statistics from.
 ERODE_PX = 2
@@ -58,11 +64,11 @@ def _unit(px: np.ndarray) -> np.ndarray:
 
 
 def rgb_to_lalphabeta(rgb: np.ndarray) -> np.ndarray:
-    return np.log10(np.maximum(rgb @ RGB_TO_LMS.T, LMS_FLOOR)) @ LMS_TO_LAB.T
+    return linalg3.apply(np.log10(np.maximum(linalg3.apply(rgb, RGB_TO_LMS), LMS_FLOOR)), LMS_TO_LAB)
 
 
 def lalphabeta_to_rgb(lab: np.ndarray) -> np.ndarray:
-    return (10.0 ** (lab @ LAB_TO_LMS.T)) @ LMS_TO_RGB.T
+    return linalg3.apply(10.0 ** linalg3.apply(lab, LAB_TO_LMS), LMS_TO_RGB)
 
 
 def reinhard(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
@@ -86,12 +92,12 @@ def xiao_rgb_float(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = No
     s = x if fit is None else _unit(fit)
     if len(s) < 4 or len(r) < 4:
         raise TransferError("transfer_too_few_pixels")
-    ls, us = np.linalg.eigh(np.cov(s, rowvar=False))
-    lr, ur = np.linalg.eigh(np.cov(r, rowvar=False))
+    ls, us = np.linalg.eigh(linalg3.cov(s))
+    lr, ur = np.linalg.eigh(linalg3.cov(r))
     if ls.min() < EPS ** 2 or lr.min() < EPS ** 2:
         raise TransferError("transfer_zero_variance")
-    a = ur @ np.diag(np.sqrt(lr)) @ np.diag(1.0 / np.sqrt(ls)) @ us.T
-    return (x - s.mean(axis=0)) @ a.T + r.mean(axis=0)
+    a = linalg3.matmul(ur * (np.sqrt(lr) / np.sqrt(ls)), us.T)
+    return linalg3.apply(x - s.mean(axis=0), a) + r.mean(axis=0)
 
 
 def xiao_rgb(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
@@ -102,13 +108,14 @@ def xiao_rgb(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) ->
 _YCC = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
 _YCC_OFFSET = np.array([16.0, 128.0, 128.0])
 _YCC_RANGE = ((16, 235), (16, 240), (16, 240))
+_YCC_INV = linalg3.inv(_YCC)
 
 
 def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
     """Cumulative histogram mapping per channel in YCbCr over the studio-range bins."""
-    s = _unit(src) @ _YCC.T + _YCC_OFFSET
-    r = _unit(ref) @ _YCC.T + _YCC_OFFSET
-    f = s if fit is None else _unit(fit) @ _YCC.T + _YCC_OFFSET
+    s = linalg3.apply(_unit(src), _YCC) + _YCC_OFFSET
+    r = linalg3.apply(_unit(ref), _YCC) + _YCC_OFFSET
+    f = s if fit is None else linalg3.apply(_unit(fit), _YCC) + _YCC_OFFSET
     out = np.empty_like(s)
     for c, (lo, hi) in enumerate(_YCC_RANGE):
         bins = np.arange(lo, hi + 1)
@@ -120,7 +127,7 @@ def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) 
         # Each source level goes to the first reference level whose CDF reaches it.
         mapping = bins[np.minimum(np.searchsorted(cdf_r, cdf_s - 1e-12), len(bins) - 1)]
         out[:, c] = mapping[sq]
-    rgb = np.linalg.solve(_YCC, (out - _YCC_OFFSET).T).T
+    rgb = linalg3.apply(out - _YCC_OFFSET, _YCC_INV)
     return _to_u8(rgb)
 
 
@@ -151,10 +158,10 @@ def idt(src: np.ndarray, ref: np.ndarray, rng: np.random.Generator,
     if x[rows].std(axis=0).max() < EPS or y.std(axis=0).max() < EPS:
         raise TransferError("transfer_zero_variance")
     for _ in range(iterations):
-        rot, _r = np.linalg.qr(rng.normal(size=(3, 3)))
-        xr, yr = x @ rot, y @ rot
+        rot = linalg3.rotation(rng.normal(size=(3, 3)))
+        xr, yr = linalg3.apply(x, rot.T), linalg3.apply(y, rot.T)
         moved = np.stack([_match_1d(xr[:, k], yr[:, k], bins, xr[rows, k]) for k in range(3)], axis=1)
-        x = x + (moved - xr) @ rot.T
+        x = x + linalg3.apply(moved - xr, rot)
     return x
 
 
@@ -166,7 +173,6 @@ def regrain(original: np.ndarray, graded: np.ndarray, mask: np.ndarray) -> np.nd
     the mask, phi = 30 / (1 + 10*|grad I|) as in the paper, psi = 1; a sparse SPD solve.
     """
     from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import cg
 
     h, w = mask.shape
     idx = -np.ones((h, w), np.int64)
@@ -201,8 +207,29 @@ def regrain(original: np.ndarray, graded: np.ndarray, mask: np.ndarray) -> np.nd
                    shape=(n, n)).tocsr()
     out = np.empty((n, 3))
     for c in range(3):
-        out[:, c], _info = cg(a, rhs[:, c], x0=graded.reshape(n, 3)[:, c], rtol=1e-4, maxiter=200)
+        out[:, c] = conjugate_gradient(a, rhs[:, c], graded.reshape(n, 3)[:, c].astype(np.float64))
     return _to_u8(out)
+
+
+def conjugate_gradient(a, b: np.ndarray, x: np.ndarray, rtol: float = REGRAIN_RTOL,
+                       maxiter: int = REGRAIN_MAXITER) -> np.ndarray:
+    """Solve ``a x = b`` (``a`` sparse SPD) from ``x`` until |r| < rtol |b|: scipy's ``cg``
+    step for step, with inner products that do not depend on the CPU's BLAS kernels
+    (the sparse product is scipy's own C++ loop, one build for every x86-64 CPU)."""
+    x = x.copy()
+    r = b - a @ x
+    p = r.copy()
+    rr, stop = linalg3.dot(r, r), rtol * rtol * linalg3.dot(b, b)
+    for _ in range(maxiter):
+        if rr < stop:
+            break
+        q = a @ p
+        alpha = rr / linalg3.dot(p, q)
+        x += alpha * p
+        r -= alpha * q
+        rr, rr_prev = linalg3.dot(r, r), rr
+        p = r + (rr / rr_prev) * p
+    return x
 
 
 def eroded(mask: np.ndarray, px: int = ERODE_PX) -> np.ndarray:

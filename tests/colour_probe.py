@@ -1,0 +1,60 @@
+"""Digests of the colour work one shard row needs, printed as JSON (run as a script).
+
+``tests/test_cpu_independence.py`` runs this twice, the second time with the CPU-specific
+code paths below numpy, OpenCV and numba forced to other kernels, and compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SIZE = 128
+CIRCLES = ((64, 64, 36), (45, 80, 25), (85, 50, 30))
+
+
+def main() -> dict[str, str]:
+    from lut_library import build_library
+    from tasks.composite import draw_looks
+    from tasks.metrics import difficulty
+    from tasks.realism import features
+    from tasks.sample_photos import SAMPLE_PHOTOS, load_photo
+    from tasks.transfers import TransferError, transfer
+
+    photos = [cv2.resize(load_photo(k)[..., :3], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+              for k in SAMPLE_PHOTOS.values()]
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    masks = [(yy - cy) ** 2 + (xx - cx) ** 2 < r * r for cy, cx, r in CIRCLES]
+    luts = build_library(photographic_only=True)
+    digests = {}
+    for method in ("reinhard", "xiao_rgb", "hist_ycbcr", "idt", "lut_fg", "lut_pair"):
+        pixels, measures = hashlib.sha256(), hashlib.sha256()
+        for i, img in enumerate(photos):
+            for j, mask in enumerate(masks):
+                rng = np.random.default_rng(10 * i + j)
+                try:
+                    if method.startswith("lut"):
+                        target, comp = draw_looks(method, img, mask, luts, rng, 0.9)[:2]
+                    else:
+                        ref = photos[(i + 1 + j) % len(photos)]
+                        target, comp = img, transfer(method, img, mask, ref, masks[(j + 1) % 3], rng)
+                except TransferError as err:
+                    pixels.update(err.reason.encode())
+                    continue
+                pixels.update(target.tobytes() + comp.tobytes())
+                got = {**difficulty(comp, target, mask), **features(target, comp, mask)}
+                measures.update(np.array([got[k] for k in sorted(got)], np.float64).tobytes())
+        digests[method] = pixels.hexdigest()[:16]
+        digests[f"{method} measures"] = measures.hexdigest()[:16]
+    return digests
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
