@@ -22,18 +22,31 @@ CIRCLES = ((64, 64, 36), (45, 80, 25), (85, 50, 30))
 
 def main() -> dict[str, str]:
     from lut_library import build_library
+    from schemas.config import MaskConfig
     from tasks.composite import draw_looks
+    from tasks.images import decode_resized
+    from tasks.masks import stored_mask
     from tasks.metrics import difficulty
     from tasks.realism import features
     from tasks.sample_photos import SAMPLE_PHOTOS, load_photo
+    from tasks.samples import encode_jpeg, encode_mask_png
     from tasks.transfers import TransferError, transfer
 
-    photos = [cv2.resize(load_photo(k)[..., :3], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-              for k in SAMPLE_PHOTOS.values()]
+    # The codec path of a row: the photo's JPEG decoded and resized, a polygon mask,
+    # the three encodes.
+    photos, codec = [], hashlib.sha256()
+    for key in SAMPLE_PHOTOS.values():
+        photo = load_photo(key)[..., :3]
+        img, _ = decode_resized(cv2.imencode(".jpg", photo[..., ::-1])[1], SIZE)
+        h, w = photo.shape[:2]
+        polygon = [[[[0.2 * w, 0.3 * h], [0.7 * w, 0.25 * h], [0.8 * w, 0.8 * h], [0.3 * w, 0.9 * h]]]]
+        mask = stored_mask(polygon, w, h, SIZE, MaskConfig())
+        codec.update(img.tobytes() + encode_jpeg(img, 95) + encode_mask_png(mask))
+        photos.append(img)
     yy, xx = np.mgrid[:SIZE, :SIZE]
     masks = [(yy - cy) ** 2 + (xx - cx) ** 2 < r * r for cy, cx, r in CIRCLES]
     luts = build_library(photographic_only=True)
-    digests = {}
+    digests = {"codec": codec.hexdigest()[:16]}
     for method in ("reinhard", "xiao_rgb", "hist_ycbcr", "idt", "lut_fg", "lut_pair"):
         pixels, measures = hashlib.sha256(), hashlib.sha256()
         for i, img in enumerate(photos):
