@@ -69,5 +69,19 @@ def main() -> dict[str, str]:
     return digests
 
 
+def kernels() -> dict[str, object]:
+    """Which kernels this process got: the test checks that forcing others took effect."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    try:
+        from threadpoolctl import threadpool_info
+        blas = sorted(i.get("architecture", "") for i in threadpool_info()
+                      if i.get("internal_api") == "openblas")
+    except ImportError:
+        blas = []
+    return {"numpy X86_V3": bool(__cpu_features__.get("X86_V3")), "opencv": cv2.getCPUFeaturesLine(),
+            "openblas": blas}
+
+
 if __name__ == "__main__":
-    print(json.dumps(main()))
+    print(json.dumps({"digests": main(), "kernels": kernels()}))
