@@ -58,6 +58,7 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
     from flows.local_server import prefect_api
     from schemas.config import load_config
     from tasks.build_state import finished_summary
+    from tasks.files import check_free
 
     cfg = load_config(config, list(set_), out)
     cfg = cfg.model_copy(update={"out_dir": cfg.out_dir.resolve()})
@@ -65,10 +66,12 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
     if summary is not None:
         _print_done(summary, "all shards current: nothing to build")
         return
+    # Failures that need no Prefect: one line now, not after starting a server.
+    check_free(cfg.out_dir)
     if cfg.captions.enabled is True:
         from tasks.captions.stage import captions_enabled
 
-        captions_enabled(cfg)   # missing weights: one line now, not after starting Prefect
+        captions_enabled(cfg)   # missing weights
     with prefect_api():
         from flows.build_dataset import PROGRESS_LOG, build_dataset
 

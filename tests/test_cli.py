@@ -91,12 +91,16 @@ def test_no_op_build_and_reading_commands_need_no_prefect(sample_copy, tmp_path)
 
 
 def test_actionable_errors_are_one_line(sample_copy, tmp_path):
+    t0 = time.monotonic()
     with exclusive(sample_copy):
         res = _cli("build", "--config", "configs/sample.yaml", "--out", sample_copy, "--set", "seed=3",
                    env=_no_api_env(tmp_path))
     assert res.returncode == 2
     assert res.stdout.strip().splitlines()[-1].endswith("another build or download is running on this folder")
     assert "Traceback" not in res.stdout + res.stderr
+    # Found before a temporary Prefect server starts (that alone took ~25 s).
+    assert not (tmp_path / "prefect-home" / "temporary-server.log").exists()
+    assert time.monotonic() - t0 < 20
     (sample_copy / "_manifest.json").write_text("[]")
     res = _cli("inspect", sample_copy)
     assert res.returncode == 2 and res.stdout.count("\n") == 1
