@@ -72,6 +72,13 @@ class FolderBusy(UserError, RuntimeError):
     """Another build or download holds the output folder."""
 
 
+def _lock_or_busy(handle, out_dir: Path) -> None:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FolderBusy(f"{out_dir}: another build or download is running on this folder") from None
+
+
 @contextmanager
 def exclusive(out_dir: Path) -> Iterator[str]:
     """One writer per output folder at a time (a build, or a download): an advisory lock
@@ -82,10 +89,7 @@ def exclusive(out_dir: Path) -> Iterator[str]:
     never publish into a folder that a later run now owns."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / LOCK_NAME, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FolderBusy(f"{out_dir}: another build or download is running on this folder") from None
+        _lock_or_busy(handle, out_dir)
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
         handle.seek(0)
         handle.truncate()
@@ -101,10 +105,7 @@ def check_free(out_dir: Path) -> None:
     if not (out_dir / LOCK_NAME).exists():
         return
     with open(out_dir / LOCK_NAME, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FolderBusy(f"{out_dir}: another build or download is running on this folder") from None
+        _lock_or_busy(handle, out_dir)   # released when the file closes
 
 
 def revoke(out_dir: Path, token: str) -> None:

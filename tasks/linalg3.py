@@ -41,6 +41,11 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.add.reduce(a * b))
 
 
+def norm(v) -> float:
+    """The length of a short vector (a mean colour, a difference of two), in Python floats."""
+    return math.sqrt(sum(float(x) * float(x) for x in v))
+
+
 def matmul(a, b) -> np.ndarray:
     """The product of two 3x3 matrices."""
     a, b = np.asarray(a, np.float64).tolist(), np.asarray(b, np.float64).tolist()

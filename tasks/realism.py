@@ -36,6 +36,7 @@ import numpy as np
 
 from schemas.config import RealismConfig
 from schemas.shard import REALISM_FIELDS
+from tasks.linalg3 import norm
 from tasks.metrics import difficulty
 
 # The mask's edge band: this many pixels inside the boundary (at 256², VGPhraseCut
@@ -72,12 +73,6 @@ def extremes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     when the lowest is high, near black (crushed) when the highest is low."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     return np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
-
-
-def norm(v) -> float:
-    """The length of a short vector in Python floats (np.linalg.norm calls BLAS, whose
-    last bits depend on the CPU kind; see tasks/linalg3.py)."""
-    return math.sqrt(sum(float(x) * float(x) for x in v))
 
 
 def chroma(a: np.ndarray, b: np.ndarray) -> np.ndarray:

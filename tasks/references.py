@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from tasks.downloader import image_path
 from tasks.images import decode_resized
+from tasks.linalg3 import norm
 from tasks.masks import polygon_problem, stored_mask
-from tasks.realism import chroma, extremes, lab, norm
+from tasks.realism import chroma, extremes, lab
 from tasks.shard_plan import UNAVAILABLE
 
 # References drawn per pick; the best of them is used. More finds better references but

@@ -217,7 +217,7 @@ def regrain(original: np.ndarray, graded: np.ndarray, mask: np.ndarray) -> np.nd
                    shape=(n, n)).tocsr()
     out = np.empty((n, 3))
     for c in range(3):
-        out[:, c] = conjugate_gradient(a, rhs[:, c], graded.reshape(n, 3)[:, c].astype(np.float64))
+        out[:, c] = conjugate_gradient(a, rhs[:, c], graded.reshape(n, 3)[:, c])
     return _to_u8(out)
 
 
@@ -226,7 +226,7 @@ def conjugate_gradient(a, b: np.ndarray, x: np.ndarray, rtol: float = REGRAIN_RT
     """Solve ``a x = b`` (``a`` sparse SPD) from ``x`` until |r| < rtol |b|: scipy's ``cg``
     step for step, with inner products that do not depend on the CPU's BLAS kernels
     (the sparse product is scipy's own C++ loop, one build for every x86-64 CPU)."""
-    x = x.copy()
+    x = np.array(x, np.float64)   # (a copy: the start is the caller's)
     r = b - a @ x
     p = r.copy()
     rr, stop = linalg3.dot(r, r), rtol * rtol * linalg3.dot(b, b)
