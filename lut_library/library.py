@@ -8,6 +8,7 @@ like, which are conversions rather than looks) can be excluded.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +18,7 @@ import numpy as np
 
 from lut_library.looks import LOOKS, builtin_luts
 from tasks.colorimetry import delta_e_rows, srgb_to_lab
+from tasks.fixedmath import atan2_array
 from tasks.luts import CubeError, Lut3D, read_cube
 
 HERE = Path(__file__).resolve().parent
@@ -89,13 +91,13 @@ def non_photographic(lut: Lut3D) -> str | None:
     """Why a look is not something a camera or a light would do to a photo (so it stays
     out of composites by default), or None. Measured on the ColorChecker chart."""
     before, after = chart_lab(None), chart_lab(lut)
-    spread = np.hypot(after[:, 1].std(), after[:, 2].std()) / np.hypot(before[:, 1].std(), before[:, 2].std())
+    spread = _spread(after) / _spread(before)
     if spread < MIN_SPREAD_KEPT:
         return f"monochrome: keeps {spread:.0%} of the chart's colour spread (< {MIN_SPREAD_KEPT:.0%})"
     c0, c1 = _chroma_lab(before), _chroma_lab(after)
     chromatic = c0 > 15
-    hue_before = np.degrees(np.arctan2(before[:, 2], before[:, 1]))
-    hue_after = np.degrees(np.arctan2(after[:, 2], after[:, 1]))
+    hue_before = np.degrees(atan2_array(before[:, 2], before[:, 1]))
+    hue_after = np.degrees(atan2_array(after[:, 2], after[:, 1]))
     turn = np.abs((hue_after - hue_before + 180) % 360 - 180)
     weight = np.minimum(c0, c1)[chromatic]
     mean_turn = float(np.sum(turn[chromatic] * weight) / max(np.sum(weight), 1e-9))
@@ -104,8 +106,14 @@ def non_photographic(lut: Lut3D) -> str | None:
     return None
 
 
+def _spread(lab: np.ndarray) -> float:
+    """sqrt(var a* + var b*) over the rows of a CIELAB array."""
+    sa, sb = float(lab[:, 1].std()), float(lab[:, 2].std())
+    return math.sqrt(sa * sa + sb * sb)
+
+
 def _chroma_lab(lab: np.ndarray) -> np.ndarray:
-    return np.hypot(lab[:, 1], lab[:, 2])
+    return np.sqrt(lab[:, 1] * lab[:, 1] + lab[:, 2] * lab[:, 2])   # (not hypot: libm's)
 
 
 def _chroma(px: np.ndarray) -> np.ndarray:

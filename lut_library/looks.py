@@ -5,6 +5,7 @@ parameters. White balance (a chromatic adaptation by correlated colour temperatu
 exposure act in linear light, as a camera's would; tone, saturation, toning and mixing
 act on display values, as a colourist's grade would. ``LOOKS`` lists every built-in look
 with its parameters; ``manifest.json`` beside this file records them with checksums.
+Powers and sines are ``tasks.fixedmath``'s: a look's table must not depend on the CPU.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from tasks import linalg3
+from tasks import fixedmath, linalg3
 from tasks.luts import Lut3D
 
 # Rec.709 luma weights: "how bright a colour looks" for saturation and toning.
@@ -28,12 +29,12 @@ _XYZ_TO_SRGB = linalg3.inv(_SRGB_TO_XYZ)
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return np.where(x <= 0.04045, x / 12.92, fixedmath.power_array((x + 0.055) / 1.055, 2.4))
 
 
 def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, None)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * fixedmath.power_array(x, 1 / 2.4) - 0.055)
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
@@ -59,17 +60,17 @@ def white_balance(x, cct, tint=0.0):
 
 
 def exposure(x, ev):
-    return linear_to_srgb(srgb_to_linear(x) * 2.0 ** ev)
+    return linear_to_srgb(srgb_to_linear(x) * fixedmath.pow(2.0, float(ev)))
 
 
 def gamma(x, g):
-    return np.clip(x, 0.0, 1.0) ** g
+    return fixedmath.power_array(np.clip(x, 0.0, 1.0), g)
 
 
 def contrast(x, amount):
     # Smooth S-curve: slope 1+amount at mid-grey, 1-amount at the ends; |amount| < 1
     # keeps it monotonic, negative values flatten.
-    return x - amount * np.sin(2 * np.pi * x) / (2 * np.pi)
+    return x - amount * fixedmath.sin_array(2 * np.pi * x) / (2 * np.pi)
 
 
 def saturation(x, factor):
@@ -101,8 +102,8 @@ def channel_mix(x, matrix):
 
 def film_curve(x, toe, shoulder):
     # A filmic tone curve: a soft toe in the shadows and a rolled-off shoulder.
-    y = np.clip(x, 0.0, 1.0) ** (1.0 + toe)
-    return 1.0 - (1.0 - y) ** (1.0 + shoulder)
+    y = fixedmath.power_array(np.clip(x, 0.0, 1.0), 1.0 + toe)
+    return 1.0 - fixedmath.power_array(1.0 - y, 1.0 + shoulder)
 
 
 def tinted_mono(x, tint_rgb, amount):

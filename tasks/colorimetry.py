@@ -1,7 +1,9 @@
 """CIEDE2000 on uint8 sRGB pixels and the composite-vs-target error sums, compiled.
 
 sRGB (IEC 61966-2-1) -> XYZ (D65) -> CIELAB with the D65 white of the 2° observer,
-then CIEDE2000 as in Sharma, Wu & Dalal (2005), k_L = k_C = k_H = 1.
+then CIEDE2000 as in Sharma, Wu & Dalal (2005), k_L = k_C = k_H = 1. The powers, cube
+roots and angles are ``tasks.fixedmath``'s, not numpy's or libm's: ΔE is stored in rows
+and compared with the judge's thresholds, so it must not depend on the CPU.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import math
 import numpy as np
 from numba import njit
 
+from tasks import fixedmath as fm
+
 _JIT = {"cache": True, "nogil": True}
 # sRGB decoding of each 8-bit code, computed once.
 _LINEAR = np.where(np.arange(256) / 255.0 <= 0.04045, np.arange(256) / 255.0 / 12.92,
-                   ((np.arange(256) / 255.0 + 0.055) / 1.055) ** 2.4)
+                   fm.power_array((np.arange(256) / 255.0 + 0.055) / 1.055, 2.4))
 _M = np.array([[0.4124564, 0.3575761, 0.1804375],
                [0.2126729, 0.7151522, 0.0721750],
                [0.0193339, 0.1191920, 0.9503041]])
@@ -26,7 +30,7 @@ DELTA_E_MAX_PIXELS = 1024
 
 @njit(**_JIT)
 def _f(t):
-    return np.cbrt(t) if t > 0.008856451679035631 else t / 0.12841854934601665 + 4.0 / 29.0
+    return fm.cbrt(t) if t > 0.008856451679035631 else t / 0.12841854934601665 + 4.0 / 29.0
 
 
 @njit(**_JIT)
@@ -39,14 +43,19 @@ def _lab(r, g, b, lin, m, white):
 
 
 @njit(**_JIT)
+def _hypot(x, y):
+    return math.sqrt(x * x + y * y)   # (a correctly rounded sqrt: the same on every CPU)
+
+
+@njit(**_JIT)
 def ciede2000(L1, a1, b1, L2, a2, b2):
-    c_bar = 0.5 * (math.hypot(a1, b1) + math.hypot(a2, b2))
+    c_bar = 0.5 * (_hypot(a1, b1) + _hypot(a2, b2))
     c7 = c_bar ** 7
     g = 0.5 * (1.0 - math.sqrt(c7 / (c7 + 6103515625.0)))  # 25^7
     a1p, a2p = (1.0 + g) * a1, (1.0 + g) * a2
-    c1p, c2p = math.hypot(a1p, b1), math.hypot(a2p, b2)
-    h1p = math.atan2(b1, a1p) % (2 * math.pi) if c1p > 0 else 0.0
-    h2p = math.atan2(b2, a2p) % (2 * math.pi) if c2p > 0 else 0.0
+    c1p, c2p = _hypot(a1p, b1), _hypot(a2p, b2)
+    h1p = fm.atan2(b1, a1p) % (2 * math.pi) if c1p > 0 else 0.0
+    h2p = fm.atan2(b2, a2p) % (2 * math.pi) if c2p > 0 else 0.0
     dLp, dCp = L2 - L1, c2p - c1p
     if c1p * c2p == 0:
         dhp = 0.0
@@ -56,7 +65,7 @@ def ciede2000(L1, a1, b1, L2, a2, b2):
             dhp -= 2 * math.pi
         elif dhp < -math.pi:
             dhp += 2 * math.pi
-    dHp = 2.0 * math.sqrt(c1p * c2p) * math.sin(dhp / 2.0)
+    dHp = 2.0 * math.sqrt(c1p * c2p) * fm.sin(dhp / 2.0)
     Lbar, Cbar = 0.5 * (L1 + L2), 0.5 * (c1p + c2p)
     if c1p * c2p == 0:
         hbar = h1p + h2p
@@ -67,15 +76,15 @@ def ciede2000(L1, a1, b1, L2, a2, b2):
     else:
         hbar = 0.5 * (h1p + h2p - 2 * math.pi)
     deg = math.pi / 180.0
-    t = (1.0 - 0.17 * math.cos(hbar - 30 * deg) + 0.24 * math.cos(2 * hbar)
-         + 0.32 * math.cos(3 * hbar + 6 * deg) - 0.20 * math.cos(4 * hbar - 63 * deg))
-    dtheta = 30 * deg * math.exp(-(((hbar / deg) - 275.0) / 25.0) ** 2)
+    t = (1.0 - 0.17 * fm.cos(hbar - 30 * deg) + 0.24 * fm.cos(2 * hbar)
+         + 0.32 * fm.cos(3 * hbar + 6 * deg) - 0.20 * fm.cos(4 * hbar - 63 * deg))
+    dtheta = 30 * deg * fm.exp(-(((hbar / deg) - 275.0) / 25.0) ** 2)
     cb7 = Cbar ** 7
     rc = 2.0 * math.sqrt(cb7 / (cb7 + 6103515625.0))
     sl = 1.0 + 0.015 * (Lbar - 50) ** 2 / math.sqrt(20 + (Lbar - 50) ** 2)
     sc = 1.0 + 0.045 * Cbar
     sh = 1.0 + 0.015 * Cbar * t
-    rt = -math.sin(2 * dtheta) * rc
+    rt = -fm.sin(2 * dtheta) * rc
     x, y, z = dLp / sl, dCp / sc, dHp / sh
     return math.sqrt(x * x + y * y + z * z + rt * y * z)
 

@@ -1,7 +1,8 @@
 """Composite-vs-target difficulty, with the harmonization papers' definitions.
 
 All on 0-255 values, per image: MSE over H*W*3; fMSE = foreground squared error /
-(3*|M|); PSNR = 10*log10(255^2/MSE) with the fixed 255 peak (not the image's range).
+(3*|M|); PSNR = 10*log10(255^2/MSE) with the fixed 255 peak (not the image's range), its
+log10 ``fixedmath``'s (a stored value must not depend on the CPU).
 ΔE is the mean CIEDE2000 over the foreground (see ``colorimetry``).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tasks import fixedmath
 from tasks.colorimetry import error_sums
 
 PEAK = 255.0
@@ -30,7 +32,7 @@ def fmse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
 
 
 def psnr_from_mse(value: float) -> float:
-    return PSNR_CAP if value <= 0 else float(min(PSNR_CAP, 10 * np.log10(PEAK ** 2 / value)))
+    return PSNR_CAP if value <= 0 else float(min(PSNR_CAP, 10 * fixedmath.log10(PEAK ** 2 / value)))
 
 
 def difficulty(composite: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -36,6 +36,7 @@ import numpy as np
 
 from schemas.config import RealismConfig
 from schemas.shard import REALISM_FIELDS
+from tasks import fixedmath
 from tasks.linalg3 import norm
 from tasks.metrics import difficulty
 
@@ -164,8 +165,10 @@ def mask_outline_contrast(rgb: np.ndarray, mask: np.ndarray) -> float:
 
 
 def _hue_angle(u: np.ndarray, v: np.ndarray) -> float:
-    cos = sum(float(x) * float(y) for x, y in zip(u, v)) / (norm(u) * norm(v))
-    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+    """Degrees between two a*b* vectors, as atan2(|u x v|, u . v) (``fixedmath``: the
+    stored angle must not depend on the CPU's libm)."""
+    (u0, u1), (v0, v1) = (float(x) for x in u), (float(x) for x in v)
+    return math.degrees(fixedmath.atan2(abs(u0 * v1 - u1 * v0), u0 * v0 + u1 * v1))
 
 
 def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
@@ -202,7 +205,7 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     (mean_t, spread_t), (mean_c, spread_c) = _stats(t_lab, fg8), _stats(c_lab, fg8)
     # How far the region's mean colour moved (ΔE76), weighted by its size: what the eye
     # sees of a change is a shift of the whole object, and a small object needs more.
-    visibility = norm(mean_c - mean_t) * float(m8.mean()) ** 0.25
+    visibility = norm(mean_c - mean_t) * math.sqrt(math.sqrt(float(m8.mean())))   # (area^1/4)
     # The hue turn is measured only when both means carry a hue (else it is noise).
     hue = (_hue_angle(mean_t[1:], mean_c[1:])
            if min(norm(mean_t[1:]), norm(mean_c[1:])) >= 8.0 else 0.0)

@@ -9,15 +9,16 @@ the reference's 1st-99th percentile per channel (a transfer cannot invent colour
 reference object does not have). Pixels outside the mask are left alone. All functions
 take uint8 pixels and return uint8 pixels; ``fit``: the source pixels the statistics
 come from (default: all of ``src``). Products, covariances, rotations and the regrain
-solver's inner products go through ``tasks.linalg3``, not BLAS/LAPACK: a shard must not
-depend on which CPU made it.
+solver's inner products go through ``tasks.linalg3``, not BLAS/LAPACK, and Reinhard's
+log10 and its inverse through ``tasks.fixedmath``, not numpy's SIMD loops: a shard must
+not depend on which CPU made it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tasks import linalg3
+from tasks import fixedmath, linalg3
 
 # Reinhard et al. (2001): RGB -> LMS, then log10, then decorrelated l-alpha-beta.
 RGB_TO_LMS = np.array([[0.3811, 0.5783, 0.0402],
@@ -64,11 +65,12 @@ def _unit(px: np.ndarray) -> np.ndarray:
 
 
 def rgb_to_lalphabeta(rgb: np.ndarray) -> np.ndarray:
-    return linalg3.apply(np.log10(np.maximum(linalg3.apply(rgb, RGB_TO_LMS), LMS_FLOOR)), LMS_TO_LAB)
+    return linalg3.apply(fixedmath.log10_array(np.maximum(linalg3.apply(rgb, RGB_TO_LMS), LMS_FLOOR)),
+                         LMS_TO_LAB)
 
 
 def lalphabeta_to_rgb(lab: np.ndarray) -> np.ndarray:
-    return linalg3.apply(10.0 ** linalg3.apply(lab, LAB_TO_LMS), LMS_TO_RGB)
+    return linalg3.apply(fixedmath.exp10_array(linalg3.apply(lab, LAB_TO_LMS)), LMS_TO_RGB)
 
 
 def reinhard(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
@@ -191,7 +193,7 @@ def regrain(original: np.ndarray, graded: np.ndarray, mask: np.ndarray) -> np.nd
     idx[ys, xs] = np.arange(n)
     orig = original.astype(np.float64) / 255.0
     gy, gx = np.gradient(orig.mean(axis=2))
-    phi_px = 30.0 / (1.0 + 10.0 * np.hypot(gx, gy))
+    phi_px = 30.0 / (1.0 + 10.0 * np.sqrt(gx * gx + gy * gy))
     rows, cols, vals = [np.arange(n)], [np.arange(n)], [np.ones(n)]
     rhs = graded.reshape(n, 3).astype(np.float64).copy()
     diag = np.ones(n)

@@ -66,7 +66,26 @@ def main() -> dict[str, str]:
                 measures.update(np.array([got[k] for k in sorted(got)], np.float64).tobytes())
         digests[method] = pixels.hexdigest()[:16]
         digests[f"{method} measures"] = measures.hexdigest()[:16]
+    digests["look tables"] = _digest(*(lut.table for lut in luts.values()))
     return digests
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def controls() -> dict[str, str]:
+    """The functions the row's colour work avoids, on a grid: numpy's SIMD loops and
+    libm (glibc picks other code on CPUs without FMA). The test checks that forcing
+    other kernels changes these, so an equal row digest means something."""
+    import math
+
+    x = np.linspace(0.001, 30.0, 200_001)
+    return {"numpy": _digest(np.log10(x), np.sin(x), np.power(x, 2.4), np.arctan2(x, 3.0 - x)),
+            "libm": _digest(np.array([math.sin(v) + math.exp(-v) + math.atan2(v, 3.0) for v in x]))}
 
 
 def kernels() -> dict[str, object]:
@@ -79,8 +98,9 @@ def kernels() -> dict[str, object]:
                       if i.get("internal_api") == "openblas")
     except ImportError:
         blas = []
-    return {"numpy X86_V3": bool(__cpu_features__.get("X86_V3")), "opencv": cv2.getCPUFeaturesLine(),
-            "openblas": blas}
+    return {"numpy X86_V3": bool(__cpu_features__.get("X86_V3")),
+            "numpy X86_V4": bool(__cpu_features__.get("X86_V4")), "opencv": cv2.getCPUFeaturesLine(),
+            "openblas": blas, **controls()}
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -100,6 +101,86 @@ def test_a_recaptioned_image_rebuilds_exactly_its_shard(captioned, models, tmp_p
     assert {p.name: p.stat().st_mtime_ns for p in (out / "_done").glob("*.json")} == before
     summary = build(out, *captions_on(models, "clip", "captions.top_p=0.5"))   # BLIP settings: recaption
     assert summary["built"] == summary["shards"]
+
+
+def _copy_model(models, key, dest):
+    src = Path(models[key].removeprefix("local-dir:"))
+    shutil.copytree(src, dest / src.name)
+    return dest / src.name
+
+
+def test_an_edited_clip_config_reranks_and_equals_a_clean_build(captioned, models, tmp_path, monkeypatch):
+    """The normalisation lives in open_clip_config.json, not in the weights: editing it
+    must re-embed (and re-rank, without BLIP), as a fresh build with the edited folder."""
+    clip = _copy_model(models, "clip", tmp_path / "m")
+    cfg_file = clip / "open_clip_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["preprocess_cfg"] = {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}
+    cfg_file.write_text(json.dumps(cfg))
+    edited = {**models, "edited": f"local-dir:{clip}"}
+    out = tmp_path / "out"
+    shutil.copytree(captioned, out)
+    import tasks.captions.engine as engine
+
+    def no_blip(*a, **k):
+        raise AssertionError("BLIP ran for a CLIP config change")
+    monkeypatch.setattr(engine, "caption_batch", no_blip)
+    summary = build(out, *captions_on(edited, "edited"))
+    assert summary["built"] == summary["shards"]
+    monkeypatch.undo()
+    clean = tmp_path / "clean"
+    build(clean, *captions_on(edited, "edited"))
+    assert shard_bytes(out) == shard_bytes(clean) != shard_bytes(captioned)
+
+
+def test_every_file_that_changes_a_model_is_in_its_identity(models, tmp_path):
+    from tasks.captions.models import resolve_blip, resolve_clip
+
+    blip = _copy_model(models, "blip", tmp_path / "m")
+    clip = _copy_model(models, "clip", tmp_path / "m")
+    base = resolve_blip(str(blip)).identity, resolve_clip(f"local-dir:{clip}").identity
+    assert base == (resolve_blip(models["blip"]).identity, resolve_clip(models["clip"]).identity)
+    (blip / "README.md").write_text("notes")   # documentation: nothing to recompute
+    assert resolve_blip(str(blip)).identity == base[0]
+    for name in ("preprocessor_config.json", "generation_config.json", "tokenizer_config.json"):
+        path = next(blip.glob(name.replace("preprocessor", "*processor")), None) or blip / name
+        assert path.is_file(), sorted(p.name for p in blip.iterdir())
+        before = resolve_blip(str(blip)).identity
+        data = json.loads(path.read_text())
+        data["phraseharmony_edit"] = name
+        path.write_text(json.dumps(data))
+        assert resolve_blip(str(blip)).identity != before, name
+    before = resolve_clip(f"local-dir:{clip}").identity
+    (clip / "open_clip_config.json").write_text((clip / "open_clip_config.json").read_text() + " ")
+    assert resolve_clip(f"local-dir:{clip}").identity != before
+
+
+def test_damaged_model_folders_are_one_line_before_any_work(models, tmp_path):
+    from tasks.captions.models import ModelMissing, resolve_blip, resolve_clip
+
+    blip = _copy_model(models, "blip", tmp_path / "m")
+    clip = _copy_model(models, "clip", tmp_path / "m")
+    weights = clip / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(ModelMissing, match="open_clip_model.safetensors is truncated or damaged"):
+        resolve_clip(f"local-dir:{clip}")
+    for name in ("vocab.txt", "tokenizer.json"):
+        (blip / name).unlink(missing_ok=True)
+    with pytest.raises(ModelMissing, match="no tokenizer in"):
+        resolve_blip(str(blip))
+    env = dict(os.environ, COLUMNS="300")
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "models", "check", "--config", str(SAMPLE_CONFIG),
+                          "--set", f"captions.blip_model={blip}", "--set", f"captions.clip_model=local-dir:{clip}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+    assert "no tokenizer" in res.stdout and "truncated or damaged" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "build", "--config", str(SAMPLE_CONFIG),
+                          "--out", str(tmp_path / "o"), "--set", "captions.enabled=true",
+                          "--set", f"captions.blip_model={models['blip']}",
+                          "--set", f"captions.clip_model=local-dir:{clip}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "truncated or damaged" in res.stdout, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr and not (tmp_path / "o" / "annotations.arrow").exists()
 
 
 def test_missing_weights_stop_before_any_work(tmp_path):

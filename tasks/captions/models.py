@@ -3,15 +3,19 @@
 Weights are looked up locally only: a folder, or the Hugging Face / open_clip caches.
 When they are missing the stage stops before any work with one message naming the
 model, where we looked and the command that fetches it (never a hub lookup that retries
-for minutes offline, never open_clip's silently random model). Each model gets an
-identity (id, revision or a digest of its weight files) that the captions store
-records, so new weights recompute exactly what they feed.
+for minutes offline, never open_clip's silently random model); a truncated weights file,
+a BLIP folder without its tokenizer or processor, or a damaged JSON file is named the same
+way. Each model gets an identity (id and revision, or a digest of every file of its
+folder: weights, configs, tokenizer, processor, generation settings) that the captions
+store records, so any change to what a model computes recomputes exactly what it feeds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -60,27 +64,94 @@ def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
         return None
 
 
+# Files that describe a model folder but change no output (a README edit recomputes nothing).
+_NOT_INPUTS = ("*.md", "LICENSE*", "NOTICE*")
+# What a BLIP folder needs besides config.json and weights: the tokenizer and the processor.
+BLIP_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+BLIP_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 prefix over every file of a model folder, names and contents: weights, but
+    also the configs, tokenizer, processor and generation settings, each of which changes
+    the captions or embeddings (hidden folders such as a download's .cache and
+    documentation left out)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                   and not any(p.match(pattern) for pattern in _NOT_INPUTS))
+    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _digest_files(folder, stats)
+
+
 @lru_cache(maxsize=16)
-def _files_digest(paths: tuple[Path, ...]) -> str:
-    """sha256 prefix over weight files (content, not names): new weights, new identity."""
+def _digest_files(folder: Path, stats: tuple) -> str:
+    # Keyed by each file's size and mtime too: an edited file in a long-lived process is new.
     h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
+    for name, size, _mtime in stats:
+        h.update(f"{name}\0{size}\0".encode())
+        with open(folder / name, "rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
     return h.hexdigest()[:12]
 
 
+def check_weights(path: Path, what: str) -> None:
+    """A weights file that is whole: a safetensors file as long as its header says, a
+    torch zip archive with its central directory (a truncated copy fails here in
+    milliseconds, not in the model loader after ingest)."""
+    size = path.stat().st_size
+    if path.suffix == ".safetensors":
+        try:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if not 0 < n <= min(size - 8, 100 << 20):
+                    raise ValueError(f"header length {n} in a file of {size} bytes")
+                header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ModelMissing(f"{what}: {path} is not a readable safetensors file ({exc}); "
+                               f"download it again") from None
+        if size != 8 + n + end:
+            raise ModelMissing(f"{what}: {path} is truncated or damaged ({size} bytes, its header "
+                               f"says {8 + n + end}); download it again")
+    elif path.suffix in (".bin", ".pt", ".pth"):
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ModelMissing(f"{what}: {path} is truncated or damaged ({exc}); download it again") from None
+
+
+def _check_json(folder: Path, what: str) -> None:
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelMissing(f"{what}: {path} is not valid JSON ({exc})") from None
+
+
+def _check_blip_folder(folder: Path, spec: str) -> None:
+    what = f"BLIP model {spec}"
+    if not (folder / "config.json").is_file():
+        raise ModelMissing(f"{what}: the folder has no config.json (want a folder "
+                           "written by save_pretrained with model and processor)")
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not weights:
+        raise ModelMissing(f"{what}: no weight files (*.safetensors) in the folder")
+    for needs, kind in ((BLIP_TOKENIZER_FILES, "tokenizer"), (BLIP_PROCESSOR_FILES, "image processor")):
+        if not any((folder / n).is_file() for n in needs):
+            raise ModelMissing(f"{what}: no {kind} in {folder} (want {' or '.join(needs)}; save the "
+                               "BlipProcessor beside the model with save_pretrained)")
+    _check_json(folder, what)
+    for path in weights:
+        check_weights(path, what)
+
+
 def resolve_blip(spec: str) -> BlipSource:
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise ModelMissing(f"BLIP model {spec}: the folder has no config.json (want a folder "
-                               "written by save_pretrained with model and processor)")
-        weights = tuple(sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")))
-        if not weights:
-            raise ModelMissing(f"BLIP model {spec}: no weight files (*.safetensors) in the folder")
-        return BlipSource(spec, folder, f"{folder.name}@{_files_digest(weights)}")
+        _check_blip_folder(folder, spec)
+        return BlipSource(spec, folder, f"{folder.name}@{folder_digest(folder)}")
     repo_id, _, revision = spec.partition("@")
     if repo_id.count("/") != 1 or spec.startswith(("/", ".", "~")):
         raise ModelMissing(f"BLIP model {spec}: not a folder and not a Hugging Face id (ORG/NAME)")
@@ -88,6 +159,7 @@ def resolve_blip(spec: str) -> BlipSource:
     if path is None or not (path / "config.json").is_file():
         raise ModelMissing(f"BLIP model {spec}: not in the Hugging Face cache ({_hf_cache_dir()}); "
                            f"{FETCH_HINT}, or set captions.blip_model to a save_pretrained folder")
+    _check_blip_folder(path, spec)
     return BlipSource(spec, path, f"{repo_id}@{path.name}")
 
 
@@ -98,14 +170,21 @@ def resolve_clip(spec: str) -> ClipSource:
         if not (folder / "open_clip_config.json").is_file() or not weights:
             raise ModelMissing(f"CLIP model {spec}: want {folder}/open_clip_config.json and "
                                f"{' or '.join(CLIP_WEIGHT_NAMES)}")
+        _check_json(folder, f"CLIP model {spec}")
+        check_weights(weights[0], f"CLIP model {spec}")
         return ClipSource(spec, f"local-dir:{folder}", None, {}, False,
-                          f"{folder.name}@{_files_digest(tuple(weights))}")
+                          f"{folder.name}@{folder_digest(folder)}")
     if spec.startswith("hf-hub:"):
         repo_id = spec.removeprefix("hf-hub:")
         path = _cached_snapshot(repo_id, None)
         if path is None or not (path / "open_clip_config.json").is_file():
             raise ModelMissing(f"CLIP model {spec}: not in the Hugging Face cache ({_hf_cache_dir()}); "
                                f"{FETCH_HINT}")
+        _check_json(path, f"CLIP model {spec}")
+        for name in CLIP_WEIGHT_NAMES:
+            if (path / name).is_file():
+                check_weights(path / name, f"CLIP model {spec}")
+                break
         # A cached snapshot is a local-dir: loading it so never asks the hub.
         return ClipSource(spec, f"local-dir:{path}", None, {}, False, f"{repo_id}@{path.name}")
     name, sep, tag = spec.partition("/")
@@ -122,6 +201,7 @@ def resolve_clip(spec: str) -> ClipSource:
     if weights is None:
         raise ModelMissing(f"CLIP model {spec}: weights not in the Hugging Face cache "
                            f"({_hf_cache_dir()}) nor ~/.cache/clip; {FETCH_HINT}")
+    check_weights(weights, f"CLIP model {spec}")
     preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     return ClipSource(spec, name, weights, preprocess, bool(cfg.get("quick_gelu")),
                       f"{spec}@{weights.parent.name}")
@@ -157,8 +237,6 @@ def check_models(captions_cfg) -> list[str]:
         except ModelMissing as exc:
             problems.append(str(exc))
     return problems
-
-
 
 
 def download_models(captions_cfg) -> list[str]:
