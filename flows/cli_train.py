@@ -26,8 +26,10 @@ def train(
     --nproc_per_node N -m train --config C."""
     from flows.local_server import prefect_api
     from schemas.train_config import load_train_config
+    from train.preflight import check_run
 
-    load_train_config(config, list(set_))  # a bad config is one line, before Prefect starts
+    # A bad config, dataset or resume is one line, before Prefect starts.
+    check_run(load_train_config(config, list(set_)), resume, eval_split)
     with prefect_api():
         from flows.train_harmonizer import train_harmonizer
 

@@ -17,9 +17,7 @@ def _process_worker_init(parent: int) -> None:
     import tasks.shards
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(parent)
     tasks.shards.WORKER_PARENT = parent
 
 

@@ -22,27 +22,20 @@ INLINE_GRID_BYTES = 1_500_000
 
 
 @task(name="check-dataset")
-def check_dataset(cfg: TrainConfig) -> dict[str, Any]:
-    """Refuse an incomplete dataset or an empty selection before any training starts."""
-    from train.loader import Loader
-    from train.sources import open_source
+def check_dataset(cfg: TrainConfig, resume: bool, eval_split: str | None) -> dict[str, Any]:
+    """Refuse what would fail later (no rows, a missing validation or evaluation split,
+    a text model on a build without captions, a resume with other settings) before any
+    training starts."""
+    from train.preflight import check_run
 
-    source = open_source(cfg.data.dir)
-    loader = Loader(source, cfg.data.train_split, cfg.data, cfg.batch_size, cfg.seed, train=True)
-    info = {
-        "kind": source.kind,
-        "rows": loader.rows,
-        "units": len(loader.units),
-        "manifest_hash": source.manifest_hash,
-        "text_dim": source.text_dim(loader.units),
-        "splits": source.splits(),
-    }
+    info = check_run(cfg, resume, eval_split)
     get_run_logger().info(
-        "dataset %s (%s): %d training rows in %d units",
+        "dataset %s (%s): %d training rows in %d units; evaluation on %s",
         cfg.data.dir,
-        source.kind,
+        info["kind"],
         info["rows"],
         info["units"],
+        info["eval_split"],
     )
     return info
 
@@ -92,11 +85,12 @@ def train_harmonizer(
 ) -> dict[str, Any]:
     """Train a harmonizer on a built dataset (``config``: a configs/train-*.yaml; ``overrides``
     as ``key=value``, e.g. ``data.dir=out/vgphrasecut``), then evaluate its last checkpoint
-    on ``eval_split`` (default: the test split when the dataset has one, else validation)."""
+    on ``eval_split`` (default: the test split when the dataset has one, else validation;
+    ``check_dataset`` refuses a run without one)."""
     cfg = load_train_config(config, overrides or [])
-    data = check_dataset(cfg)
+    data = check_dataset(cfg, resume, eval_split)
     summary = train_task(cfg, resume)
-    split = eval_split or ("test" if "test" in data["splits"] else cfg.data.val_split)
+    split = data["eval_split"]
     result = evaluate_task(summary["checkpoint"], str(cfg.data.dir), split, cfg.data.workers)
     create_markdown_artifact(
         _artifact(cfg, result),

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.config import _Strict, load_model
 
@@ -22,8 +22,9 @@ class TrainData(_Strict):
     # iHarmony4 root (it has IHD_train.txt): both go through the same loader.
     dir: Path = Path("out/sample")
     train_split: str = "train"
-    # Validation split; iHarmony4 has none, use "test" there.
-    val_split: str = "val"
+    # Validation split (it must exist in the dataset); iHarmony4 has none, use "test"
+    # there, or null for no validation.
+    val_split: str | None = "val"
     # Rows to train on: recipes (empty = all; for iHarmony4 the sub-datasets, e.g.
     # HCOCO) and a foreground-ratio range (our shards' fg_ratio column).
     recipes: tuple[str, ...] = ()
@@ -72,7 +73,9 @@ class ModelConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    # HT+: Adam, lr 1e-4, betas (0.5, 0.999), no weight decay.
+    # HT+: Adam, lr 1e-4, betas (0.5, 0.999), no weight decay. (Every float is finite:
+    # an lr of inf would be accepted and fail as a NaN loss at the first step.)
+    model_config = ConfigDict(_Strict.model_config, allow_inf_nan=False)
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = Field(0.0, ge=0)
@@ -88,6 +91,12 @@ class OptimConfig(_Strict):
     loss: Literal["l1", "fn_mse"] = "l1"
     l1_weight: float = Field(100.0, gt=0)
     fn_mse_min_area: float = Field(100.0, gt=0)
+
+    @model_validator(mode="after")
+    def _betas(self) -> "OptimConfig":
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1) (Adam's moment decays), got {list(self.betas)}")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -118,17 +127,27 @@ class TrainConfig(_Strict):
     # Samples in the validation/evaluation grid PNG.
     grid_samples: int = Field(8, ge=1, le=64)
 
+    @model_validator(mode="after")
+    def _size(self) -> "TrainConfig":
+        if self.data.size % self.model.patch:
+            raise ValueError(f"data.size {self.data.size} must be a multiple of model.patch "
+                             f"{self.model.patch} (the model cuts the image into patches)")
+        return self
+
     def model_signature(self) -> dict[str, Any]:
         """What decides the weights' shapes and meaning: a checkpoint must match it."""
         return self.model.model_dump(mode="json", exclude={"attention"}) | {"size": self.data.size}
 
-    def run_hash(self) -> str:
-        """Everything that decides the run's numbers (paths and worker counts excluded)."""
+    def exact_settings(self) -> dict[str, Any]:
+        """Every setting that decides the numbers of a run's steps: a resume must keep
+        them (paths, worker counts, logging and the total of ``steps`` excluded: a run
+        may be extended)."""
         data = self.model_dump(
             mode="json",
             exclude={
                 "out_dir",
                 "name",
+                "steps",
                 "device",
                 "compile",
                 "log_every",
@@ -141,7 +160,10 @@ class TrainConfig(_Strict):
         )
         data["data"].pop("dir")
         data["data"].pop("workers")
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return data
+
+    def run_hash(self) -> str:
+        blob = json.dumps(self.exact_settings(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

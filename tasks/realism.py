@@ -270,10 +270,29 @@ def reasons(f: dict[str, float], cfg: RealismConfig = RealismConfig()) -> list[s
     return out
 
 
+def check_triple(target, composite, mask) -> None:
+    """Refuse what ``assess`` cannot judge, in one line: the features are defined on 8-bit
+    RGB (a uint16 image's values would read as 256x the colour), on one size."""
+    def given(x) -> str:
+        return f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+
+    for name, img in (("target", target), ("composite", composite)):
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"assess: {name} is a {given(img)}; want uint8 RGB (H, W, 3)")
+    if target.shape != composite.shape:
+        raise ValueError(f"assess: target {target.shape} and composite {composite.shape} differ in size")
+    if not isinstance(mask, np.ndarray) or mask.shape != target.shape[:2] or not (
+            mask.dtype == bool or (np.issubdtype(mask.dtype, np.integer) and mask.max(initial=0) <= 1
+                                   and mask.min(initial=0) >= 0)):
+        raise ValueError(f"assess: mask is a {given(mask)}; want bool (or 0/1) of shape {target.shape[:2]}")
+
+
 def assess(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
            cfg: RealismConfig = RealismConfig()) -> list[str]:
     """Why (target, composite, mask) is not a plausible harmonization example; [] = keep.
 
-    uint8 RGB H×W×3 arrays and a bool H×W mask."""
+    uint8 RGB H×W×3 arrays and a bool (or 0/1 integer) H×W mask; anything else is a
+    ``ValueError`` saying what was given."""
+    check_triple(target, composite, mask)
     f = features(target, composite, mask.astype(bool))
     return [f] if isinstance(f, str) else reasons(f, cfg)

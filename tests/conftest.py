@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -98,3 +100,21 @@ def make_task(**changes) -> dict:
 def shard_bytes(out_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out_dir)): p.read_bytes()
             for p in sorted((out_dir / "data").rglob("*.parquet"))}
+
+
+def rewrite_shard(root: Path, rel: str, table) -> None:
+    """Write ``table`` (an Arrow table, or raw bytes) as shard ``rel`` and update the
+    manifest's size and sha256 for it, as a rebuild would (the training loader refuses a
+    shard the manifest does not describe)."""
+    import pyarrow.parquet as pq
+
+    if isinstance(table, bytes):
+        (root / rel).write_bytes(table)
+    else:
+        pq.write_table(table, root / rel)
+    data = (root / rel).read_bytes()
+    manifest = json.loads((root / "_manifest.json").read_text())
+    for shard in manifest["shards"]:
+        if shard["path"] == rel:
+            shard.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (root / "_manifest.json").write_text(json.dumps(manifest))

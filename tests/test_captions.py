@@ -169,8 +169,9 @@ def test_damaged_model_folders_are_one_line_before_any_work(models, tmp_path):
     with pytest.raises(ModelMissing, match="no tokenizer in"):
         resolve_blip(str(blip))
     env = dict(os.environ, COLUMNS="300")
-    res = subprocess.run([sys.executable, "-m", "flows.cli", "models", "check", "--config", str(SAMPLE_CONFIG),
-                          "--set", f"captions.blip_model={blip}", "--set", f"captions.clip_model=local-dir:{clip}"],
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "models", "check", "--config",
+                          str(SAMPLE_CONFIG), "--set", f"captions.blip_model={blip}",
+                          "--set", f"captions.clip_model=local-dir:{clip}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1 and "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
     assert "no tokenizer" in res.stdout and "truncated or damaged" in res.stdout

@@ -1,6 +1,8 @@
 """The realism judge: each reason on a real photo made to show it, bad input, and the
 rows judged by eye (tests/fixtures/realism) it is held to."""
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -92,8 +94,27 @@ def test_bad_input_is_a_reason_never_a_crash_or_nan(scene):
     flat_c[mask] = (180, 60, 60)
     f = features(flat_t, flat_c, mask)
     assert all(np.isfinite(v) for v in f.values())
-    with pytest.raises(ValueError, match="shapes differ"):
+    with pytest.raises(ValueError, match=r"target \(256, 256, 3\) and composite \(100, 256, 3\) differ"):
         assess(img, img[:100], mask)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda t, m: (t.astype(np.uint16) * 257, t.astype(np.uint16) * 257, m),
+     "target is a uint16 array of shape (256, 256, 3); want uint8 RGB"),
+    (lambda t, m: (t / 255.0, t, m), "target is a float64 array"),
+    (lambda t, m: (t, t.astype(np.int64), m), "composite is a int64 array"),
+    (lambda t, m: (np.dstack([t, t[..., :1]]), t, m), "target is a uint8 array of shape (256, 256, 4)"),
+    (lambda t, m: (t[..., 0], t, m), "target is a uint8 array of shape (256, 256); want"),
+    (lambda t, m: (t, t, m.astype(np.float32)), "mask is a float32 array of shape (256, 256); want bool"),
+    (lambda t, m: (t, t, m[:100]), "mask is a bool array of shape (100, 256)"),
+    (lambda t, m: (t, t, m.astype(np.uint8) * 255), "mask is a uint8 array"),
+])
+def test_assess_checks_dtypes_and_shapes_at_the_door(scene, change, says):
+    """Not a wrong answer (uint16 read as 8-bit gave four reasons) nor numba's internals."""
+    img, mask = scene
+    with pytest.raises(ValueError, match=re.escape("assess: " + says)):
+        assess(*change(img, mask))
+    assert assess(img, img, mask.astype(np.uint8)) == assess(img, img, mask)   # 0/1 integers are fine
 
 
 def test_thresholds_come_from_the_config(scene):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, rewrite_shard
 from schemas.errors import UserError
 from schemas.train_config import ModelConfig, TrainData, load_train_config
 from train.checkpoint import CheckpointError
@@ -223,11 +223,12 @@ def test_bad_inputs_are_one_clear_error_or_a_counted_skip(sample_copy, tmp_path)
     comps = table["composite"].to_pylist()
     comps[3] = b"\xff\xd8 not a jpeg"
     bad_id = table["sample_id"][3].as_py()
-    pq.write_table(
+    rewrite_shard(
+        sample_copy,
+        "data/train/part-00000.parquet",
         table.set_column(
             table.schema.get_field_index("composite"), "composite", pa.array(comps, pa.binary())
         ),
-        shard,
     )
     said = []
     train(cfg(sample_copy, tmp_path / "skip", "steps=12"), say=said.append)
@@ -242,6 +243,9 @@ def test_bad_inputs_are_one_clear_error_or_a_counted_skip(sample_copy, tmp_path)
         train(cfg(sample_copy, tmp_path / "nan", "optim.l1_weight=1e39"), say=None)
     # A shard that cannot be read: the error names it.
     (sample_copy / "data" / "val" / "part-00000.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(DataError, match=r"data/val/part-00000.parquet: 14 bytes, the manifest says"):
+        open_source(sample_copy)
+    rewrite_shard(sample_copy, "data/val/part-00000.parquet", b"PAR1 truncated")   # (the manifest too)
     with pytest.raises(DataError, match=r"data/val/part-00000.parquet: cannot read this shard"):
         Loader(open_source(sample_copy), "val", TrainData(), 4, 0, train=False)
     # No manifest: the dataset is not complete.

@@ -101,7 +101,10 @@ def read_meta(ckpt: Path) -> dict[str, str]:
 
 
 def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(ckpt) / WEIGHTS))
+    try:
+        return load_file(str(Path(ckpt) / WEIGHTS))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{Path(ckpt) / WEIGHTS}: cannot be loaded ({exc})") from None
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

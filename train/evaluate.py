@@ -22,6 +22,7 @@ from train import checkpoint
 from train.loader import Loader
 from train.metrics import Metrics, markdown_table, per_image
 from train.models import blend, build_model
+from train.preflight import check_text
 from train.sources import open_source
 
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
@@ -129,6 +130,7 @@ def evaluate(
         device=dev,
         select=False,
     )
+    check_text(source, loader.units, text_keys, f"the checkpoint {ckpt}", getattr(model, "text_dim", None))
     bf16 = dev.type == "cuda" and cfg.precision != "fp32"
 
     def predict(batch: dict[str, Any]) -> torch.Tensor:

@@ -87,26 +87,31 @@ def taken_per_worker(lengths: list[int], k: int) -> list[int]:
     return taken
 
 
-def decode_image(data: bytes | None, size: int, flags: int) -> np.ndarray | None:
+def decode_image(data: bytes | None, flags: int) -> np.ndarray | None:
     if not data:
         return None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
-    if img is None:
-        return None
-    if img.shape[:2] != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return img
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+
+
+def _resized(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[:2] == (size, size):
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def decode_triple(row: dict[str, Any], size: int, flip: bool) -> tuple[np.ndarray, ...] | str:
-    """(composite, target, mask) as (H, W, 3) RGB uint8 x2 and (H, W) 0/1, or a skip reason."""
+    """(composite, target, mask) as (H, W, 3) RGB uint8 x2 and (H, W) 0/1, or a skip reason.
+    The three must share a size (one photo's pixels); then they are resized to ``size``."""
     if row.get("error"):
         return "missing_file"
-    comp = decode_image(row["composite"], size, cv2.IMREAD_COLOR)
-    target = decode_image(row["target"], size, cv2.IMREAD_COLOR)
-    mask = decode_image(row["mask"], size, cv2.IMREAD_GRAYSCALE)
+    comp = decode_image(row["composite"], cv2.IMREAD_COLOR)
+    target = decode_image(row["target"], cv2.IMREAD_COLOR)
+    mask = decode_image(row["mask"], cv2.IMREAD_GRAYSCALE)
     if comp is None or target is None or mask is None:
         return "undecodable_image"
+    if not comp.shape[:2] == target.shape[:2] == mask.shape[:2]:
+        return "size_mismatch"   # not a pair of one photo: training on it would teach a shift
+    comp, target, mask = _resized(comp, size), _resized(target, size), _resized(mask, size)
     mask = (mask > 127).astype(np.uint8)  # binary, as HT's evaluator
     comp, target = comp[..., ::-1], target[..., ::-1]  # OpenCV's BGR -> RGB
     if flip:
@@ -226,15 +231,20 @@ class TripleStream(IterableDataset):
 def worker_context() -> multiprocessing.context.BaseContext:
     """Workers start from a clean server process, never by forking this one: the trainer
     may run inside Prefect (threads, event loops), where a forked worker dies at start.
-    The server has this module (and torch) imported, so a worker starts in milliseconds."""
+    The server has this module (and torch) imported, so a worker starts in milliseconds.
+    The server dies with the trainer and the workers with the server
+    (``train.worker_lifetime``): a killed trainer leaves no process behind."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["train.loader"])
+    ctx.set_forkserver_preload(["train.worker_lifetime", "train.loader"])
     return ctx
 
 
 def _init_worker(_: int) -> None:
+    from train import worker_lifetime
+
+    worker_lifetime.worker_started()
     # One decoding thread per worker process: the workers are the parallelism.
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

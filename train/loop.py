@@ -31,8 +31,9 @@ from train.losses import make_loss
 from train.metrics import markdown_table
 from train.models import build_model, count_parameters
 from train.models import text_keys as model_text_keys
+from train.preflight import check_compatible, check_text, resumable, val_loader
 from train.runlog import RunLog
-from train.sources import DataError, open_source
+from train.sources import open_source
 
 
 class TrainingError(RuntimeError):
@@ -105,13 +106,8 @@ def train(
         device=device,
         even_ranks=world > 1,
     )
-    text_dim = source.text_dim(loader.units)
-    if text_keys and text_dim is None:
-        raise DataError(
-            f"{cfg.data.dir}: built without captions, so no CLIP text embeddings for "
-            f"model.kind={cfg.model.kind} (build with captions.enabled=true, or use model.kind=ht)"
-        )
-    val = _val_loader(cfg, source, text_keys, device) if rank == 0 else None
+    text_dim = check_text(source, loader.units, text_keys, f"model.kind={cfg.model.kind}")
+    val = val_loader(cfg, source, text_keys, device) if rank == 0 else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, cfg.data.size, text_dim).to(device)
@@ -232,66 +228,52 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _val_loader(cfg: TrainConfig, source, text_keys, device) -> Loader | None:
-    if cfg.data.val_split not in source.splits():
-        return None
-    try:
-        return Loader(
-            source,
-            cfg.data.val_split,
-            cfg.data,
-            cfg.batch_size,
-            cfg.seed,
-            train=False,
-            text_keys=text_keys,
-            device=device,
-        )
-    except DataError:
-        return None  # the selection has no validation rows: validation is skipped
-
-
 def _restore(
     cfg: TrainConfig, ckpt_dir: Path, resume: bool, model, opt, sched, device, meta: dict[str, str], say
 ) -> tuple[int, int, int]:
     """(step, epoch, batch position) to start from."""
-    found = checkpoint.checkpoints(ckpt_dir)
     if not resume:
-        if found:
+        if checkpoint.checkpoints(ckpt_dir):
             raise UserError(
                 f"{ckpt_dir}: this run folder already has checkpoints; continue it with "
                 "--resume or choose another out_dir"
             )
         return 0, 0, 0
-    if not found:
+    found = resumable(ckpt_dir, say)
+    if found is None:
+        if checkpoint.checkpoints(ckpt_dir):
+            raise checkpoint.CheckpointError(f"{ckpt_dir}: no checkpoint here loads; start a new out_dir")
         if say:
             say(f"{ckpt_dir}: no checkpoint yet, starting from step 0")
         return 0, 0, 0
-    ckpt = found[-1]
-    saved = checkpoint.read_meta(ckpt)
-    checkpoint.check_signature(ckpt, saved, json.loads(meta["model_signature"]))
-    if saved.get("manifest_hash", "") != meta["manifest_hash"]:
-        raise checkpoint.CheckpointError(
-            f"{ckpt}: trained on another version of the dataset (manifest {saved.get('manifest_hash')!r}, "
-            f"now {meta['manifest_hash']!r}); resume needs the same data, or start a new out_dir"
-        )
-    if saved.get("run_hash") != meta["run_hash"]:
-        raise checkpoint.CheckpointError(
-            f"{ckpt}: made with other training settings (run hash {saved.get('run_hash')} vs "
-            f"{meta['run_hash']}); resume needs the same config, or start a new out_dir"
-        )
+    ckpt, saved, state = found
+    check_compatible(ckpt, saved, cfg, meta["manifest_hash"])
+    step = int(state["step"])
+    if step > cfg.steps:
+        raise checkpoint.CheckpointError(f"{ckpt}: already at step {step}, past steps={cfg.steps}")
     model.load_state_dict(checkpoint.load_weights(ckpt))
-    state = checkpoint.load_state(ckpt)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     if device.type == "cuda" and "cuda" in state["rng"]:
         torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    before = json.loads(saved["config"]).get("steps")
     if say:
         say(
-            f"resuming from {ckpt} (step {state['step']}, epoch {state['loader']['epoch']}, "
+            f"resuming from {ckpt} (step {step}, epoch {state['loader']['epoch']}, "
             f"batch {state['loader']['batch']})"
         )
-    return int(state["step"]), int(state["loader"]["epoch"]), int(state["loader"]["batch"])
+    if before != cfg.steps:
+        # An extended (or shortened) run: the schedule is HT+'s for the new total, taken
+        # from the step the run stands at.
+        factor = lr_factor(cfg)(step)
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base * factor
+        sched._last_lr = [g["lr"] for g in opt.param_groups]
+        if say:
+            say(f"steps {before} -> {cfg.steps}: learning-rate schedule recomputed for {cfg.steps} steps; "
+                f"at step {step} its factor is {factor:.4g}")
+    return step, int(state["loader"]["epoch"]), int(state["loader"]["batch"])
 
 
 def _validate(

@@ -63,8 +63,23 @@ class ShardSource:
         self.manifest_hash = hashlib.sha256(raw).hexdigest()[:16]
         shards = sorted(shards, key=lambda s: s["path"])
         self.parts = [self.root / s["path"] for s in shards]
+        self._check_sizes(shards)
         self.part_split = [s["split"] for s in shards]
         self._files: dict[int, pq.ParquetFile] = {}
+
+    def _check_sizes(self, shards: list[dict[str, Any]]) -> None:
+        """Every shard as long as the manifest says: a missing, cut or replaced file is
+        refused at the start, not found mid-epoch. (Not its sha256: that reads the whole
+        dataset, minutes at full size; ``phraseharmony inspect --verify`` does it.)"""
+        for shard, path in zip(shards, self.parts):
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise DataError(f"{path}: listed in the manifest but missing; rebuild the dataset "
+                                "(`phraseharmony build`)") from None
+            if "bytes" in shard and size != shard["bytes"]:
+                raise DataError(f"{path}: {size} bytes, the manifest says {shard['bytes']}: not the shard "
+                                "that was built; rebuild the dataset (`phraseharmony build`)")
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers open their own file handles (a spawned worker cannot receive them).

@@ -1,0 +1,106 @@
+"""A killed trainer leaves no process behind: its loader fork server, DataLoader workers and
+the multiprocessing resource tracker go with it (alone, and as one rank of torchrun)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train_runs import TINY
+
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process tree")
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _tree(pid: int) -> set[int]:
+    """Every descendant of ``pid``."""
+    found, todo = set(), [pid]
+    while todo:
+        for child in _children(todo.pop()) - found:
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):   # a zombie is dead (its reaper may be slow)
+            alive.add(pid)
+    return alive
+
+
+def _wait(predicate, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _args(data: Path, out: Path, workers: int) -> list[str]:
+    return [f"--set={s}" for s in (f"data.dir={data}", f"out_dir={out}", *TINY, "steps=100000",
+                                   f"data.workers={workers}", "val_every=2", "checkpoint_every=3",
+                                   "log_every=1")]
+
+
+def _started(run: Path) -> bool:
+    log = run / "log.jsonl"
+    return log.exists() and '"kind": "val"' in log.read_text()
+
+
+def test_a_sigkilled_trainer_takes_its_loader_processes_with_it(sample_dataset, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "train", *_args(sample_dataset, run, 2)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Training and validation have both started their workers (2 + 2, the fork
+        # server and the resource tracker).
+        _wait(lambda: _started(run) and len(_tree(proc.pid)) >= 6, 120, "the loaders to start")
+        kids = _tree(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        _wait(lambda: not _alive(kids), 15, f"{len(_alive(kids))} orphaned processes to end")
+    finally:
+        proc.kill()
+
+
+def test_one_killed_torchrun_rank_ends_the_whole_run(sample_dataset, tmp_path):
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.Popen([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "train",
+                             *_args(sample_dataset, run, 1)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _started(run), 180, "both ranks to train")
+        ranks = _children(proc.pid)
+        assert len(ranks) >= 2
+        kids = _tree(proc.pid)
+        os.kill(max(ranks), signal.SIGKILL)
+        assert proc.wait(timeout=120) != 0
+        _wait(lambda: not _alive(kids), 15, f"{len(_alive(kids))} orphaned processes to end")
+    finally:
+        proc.kill()
