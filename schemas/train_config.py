@@ -51,15 +51,26 @@ class TrainData(_Strict):
 class ModelConfig(_Strict):
     # "ht": HT+; "ht_text": HT+ with every layer conditioned on the CLIP text embedding
     # of the phrase (and the caption's with text=phrase+caption) by zero-initialised
-    # adaptive LayerNorm, so it starts as exactly HT+.
-    kind: Literal["ht", "ht_text"] = "ht"
+    # adaptive LayerNorm, so it starts as exactly HT+; "clipseg_ht": harmonize the
+    # region a phrase names, with no mask given (frozen CLIPSeg + refinement head + HT+).
+    kind: Literal["ht", "ht_text", "clipseg_ht"] = "ht"
     # HT+ at the paper's size: 4,772,867 parameters.
     dim: int = Field(256, ge=8)
     depth: int = Field(9, ge=1)
     heads: int = Field(2, ge=1)
     ffn: int = Field(512, ge=8)
     patch: int = Field(4, ge=1, le=32)
-    text: Literal["phrase", "phrase+caption"] = "phrase"
+    # The CLIP embeddings that condition every layer (adaLN): null is "phrase" for
+    # ht_text and none for clipseg_ht (which needs no clip_* column: any build trains it).
+    text: Literal["phrase", "phrase+caption"] | None = None
+    # clipseg_ht: HT+'s mask channel is the annotated mask ("gt", the upper bound), CLIPSeg's
+    # soft region ("clipseg") or the refinement head's ("refined"): one key to compare them.
+    region: Literal["gt", "clipseg", "refined"] = "refined"
+    # clipseg_ht: the frozen CLIPSeg, an HF id[@revision] or a save_pretrained folder
+    # (found locally; `phraseharmony models download --config <train config>` fetches it).
+    clipseg: str = "CIDAS/clipseg-rd64-refined"
+    # clipseg_ht: the refinement head's width (~130k parameters at 32).
+    head_width: int = Field(32, ge=4, le=256)
     # "sdpa": F.scaled_dot_product_attention (fused kernels never build the N x N
     # weights); "naive": softmax(QK^T)V materialised, as HT's reference code does (the
     # benchmark's baseline).
@@ -90,6 +101,12 @@ class OptimConfig(_Strict):
     # iSSAM's foreground-normalised MSE with A_min = fn_mse_min_area pixels.
     loss: Literal["l1", "fn_mse"] = "l1"
     l1_weight: float = Field(100.0, gt=0)
+    # clipseg_ht: weight of the region loss (BCE + Dice against the annotated mask) beside
+    # the image's 100 x L1. Measured on the sample at the start of training: the image
+    # loss is ~2-5 and BCE + Dice ~1-1.5, so 1.0 lets neither drown the other; the image
+    # loss alone also moves the head (through HT+'s mask channel), but not toward the
+    # object's outline where the colours there happen to match.
+    region_weight: float = Field(1.0, ge=0)
     fn_mse_min_area: float = Field(100.0, gt=0)
 
     @model_validator(mode="after")
@@ -135,8 +152,18 @@ class TrainConfig(_Strict):
         return self
 
     def model_signature(self) -> dict[str, Any]:
-        """What decides the weights' shapes and meaning: a checkpoint must match it."""
-        return self.model.model_dump(mode="json", exclude={"attention"}) | {"size": self.data.size}
+        """What decides the weights' shapes and meaning: a checkpoint must match it (the
+        keys a kind does not read are left out)."""
+        kind = self.model.kind
+        unused = {"attention"}
+        if kind != "clipseg_ht":
+            unused |= {"region", "clipseg", "head_width"}
+        if kind == "ht":
+            unused.add("text")
+        sig = self.model.model_dump(mode="json", exclude=unused)
+        if kind == "ht_text":
+            sig["text"] = self.model.text or "phrase"
+        return sig | {"size": self.data.size}
 
     def exact_settings(self) -> dict[str, Any]:
         """Every setting that decides the numbers of a run's steps: a resume must keep

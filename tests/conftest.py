@@ -64,6 +64,14 @@ def models(tmp_path_factory):
             "clip2": make_clip(root / "clip2", seed=1)}
 
 
+@pytest.fixture(scope="session")
+def clipseg(tmp_path_factory) -> Path:
+    """A tiny random CLIPSeg (model + processor) saved as a local folder."""
+    from model_fixtures import make_clipseg
+
+    return make_clipseg(tmp_path_factory.mktemp("clipseg") / "clipseg")
+
+
 def captions_on(models, clip="clip", *extra):
     """Build overrides that caption with the tiny models."""
     return ["captions.enabled=true", f"captions.blip_model={models['blip']}",

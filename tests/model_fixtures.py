@@ -80,3 +80,52 @@ def make_clip(folder: Path, size: str = "tiny", seed: int = 0) -> str:
     save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()},
               folder / "open_clip_model.safetensors")
     return f"local-dir:{folder}"
+
+
+def clip_tokenizer(folder: Path):
+    """A CLIP BPE tokenizer for transformers, built from open_clip's bundled vocabulary
+    (no hub): the same token ids as open_clip's tokenizer."""
+    import gzip
+
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+    from transformers import CLIPTokenizer
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    merges = [tuple(line.split()) for line in lines]
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def make_clipseg(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """CLIPSeg (model + processor) saved with save_pretrained: tiny, or CIDAS/clipseg-rd64-
+    refined's architecture (CLIP ViT-B/16, reduce_dim 64) with random weights."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    if size == "tiny":
+        text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      image_size=224, patch_size=16)
+        config = CLIPSegConfig(text_config=text, vision_config=vision, projection_dim=32,
+                               extract_layers=[0, 1], reduce_dim=16, decoder_num_attention_heads=2,
+                               decoder_intermediate_size=32)
+    else:
+        config = CLIPSegConfig(text_config={}, vision_config={"patch_size": 16}, extract_layers=[3, 6, 9],
+                               reduce_dim=64, use_complex_transposed_convolution=True)
+    with torch.device("cuda" if size != "tiny" and torch.cuda.is_available() else "cpu"):
+        model = CLIPSegForImageSegmentation(config)
+    tok = clip_tokenizer(folder / "_bpe")
+    images = ViTImageProcessor(do_resize=True, size={"height": 352, "width": 352}, resample=2,
+                               image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    CLIPSegProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
+    for f in (folder / "_bpe").iterdir():
+        f.unlink()
+    (folder / "_bpe").rmdir()
+    return folder

@@ -20,8 +20,8 @@ from schemas.train_config import TrainConfig
 from tasks.files import write_bytes_atomic
 from train import checkpoint
 from train.loader import Loader
-from train.metrics import Metrics, markdown_table, per_image
-from train.models import blend, build_model
+from train.metrics import Metrics, RegionMetrics, markdown_table, per_image
+from train.models import blend, build_model, phrase_model, split_output
 from train.preflight import check_text
 from train.sources import open_source
 
@@ -34,21 +34,35 @@ def autocast(device: torch.device, bf16: bool):
 
 @torch.no_grad()
 def run_metrics(
-    predict: Predictor, loader: Loader, max_batches: int | None = None, grid_samples: int = 8
+    predict: Predictor,
+    loader: Loader,
+    max_batches: int | None = None,
+    grid_samples: int = 8,
+    regions: RegionMetrics | None = None,
+    blend_by_region: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], list[np.ndarray]]:
     """(model metrics, input-composite metrics, grid rows) over one pass of ``loader``.
-    The output is blended into the composite's background before it is measured (HT)."""
+    The output is blended into the composite's background before it is measured (HT):
+    by the annotated mask, or with ``blend_by_region`` by the region the model found
+    itself (a phrase-only model has no mask to blend by). ``regions`` collects the
+    predicted regions' IoU; the grid then shows the region too."""
     model_m, input_m, grid = Metrics(), Metrics(), []
     for i, batch in enumerate(loader.epoch(0)):
         if max_batches is not None and i >= max_batches:
             break
         comp, target, mask = batch["composite"], batch["target"], batch["mask"]
-        pred = blend(predict(batch).float(), comp, mask)
+        out, logits = split_output(predict(batch))
+        prob = torch.sigmoid(logits.float()) if logits is not None else None
+        pred = blend(out.float(), comp, prob if blend_by_region and prob is not None else mask)
         model_m.add(per_image(pred, target, mask), batch["recipe"])
         input_m.add(per_image(comp, target, mask), batch["recipe"])
+        if regions is not None and prob is not None:
+            regions.add(prob, mask)
         for j in range(min(len(comp), grid_samples - len(grid))):
             cells = [comp[j], pred[j], target[j], mask[j].expand(3, -1, -1)]
-            row = torch.cat([c.clamp(0, 1) for c in cells], dim=2)
+            if prob is not None:
+                cells.append(prob[j].expand(3, -1, -1))
+            row = torch.cat([c.float().clamp(0, 1) for c in cells], dim=2)
             grid.append((row.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8))
     return model_m.summary(), input_m.summary(), grid
 
@@ -100,7 +114,16 @@ def load_model(ckpt: Path, device: torch.device) -> tuple[torch.nn.Module, Train
         raise checkpoint.CheckpointError(f"{ckpt}: its run config is missing or invalid ({exc})") from None
     text_dim = int(meta["text_dim"]) if meta.get("text_dim") else None
     model = build_model(cfg.model, cfg.data.size, text_dim)
-    model.load_state_dict(checkpoint.load_weights(ckpt))
+    found = getattr(getattr(model, "clipseg", None), "identity", None)
+    if found is not None and meta.get("clipseg") not in (None, found):
+        raise checkpoint.CheckpointError(
+            f"{ckpt}: trained with CLIPSeg {meta['clipseg']}, but {cfg.model.clipseg} is now {found} "
+            "(the head was fitted to the other CLIPSeg's regions)")
+    try:
+        model.load_state_dict(checkpoint.load_weights(ckpt))
+    except RuntimeError as exc:
+        raise checkpoint.CheckpointError(f"{ckpt}: its weights do not fit its own config "
+                                         f"({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), cfg, meta
 
 
@@ -127,17 +150,12 @@ def evaluate(
         cfg.seed,
         train=False,
         text_keys=text_keys,
+        phrases=phrase_model(cfg.model),
         device=dev,
         select=False,
     )
     check_text(source, loader.units, text_keys, f"the checkpoint {ckpt}", getattr(model, "text_dim", None))
     bf16 = dev.type == "cuda" and cfg.precision != "fp32"
-
-    def predict(batch: dict[str, Any]) -> torch.Tensor:
-        with autocast(dev, bf16):
-            return model(batch["composite"], batch["mask"], {k: batch[k] for k in text_keys})
-
-    model_m, input_m, grid = run_metrics(predict, loader, grid_samples=cfg.grid_samples)
     out = Path(out) if out else ckpt / f"eval-{split}"
     info = {
         "checkpoint": str(ckpt),
@@ -145,13 +163,46 @@ def evaluate(
         "data": str(data),
         "split": split,
         "dataset_manifest_hash": source.manifest_hash,
-        "skips": loader.take_skip_report(),
     }
+    if cfg.model.kind == "clipseg_ht":
+        return _evaluate_text(model, loader, lambda: autocast(dev, bf16), meta, cfg, out, info)
+
+    def predict(batch: dict[str, Any]) -> torch.Tensor:
+        with autocast(dev, bf16):
+            return model(batch["composite"], batch["mask"], {k: batch[k] for k in text_keys})
+
+    model_m, input_m, grid = run_metrics(predict, loader, grid_samples=cfg.grid_samples)
+    info["skips"] = loader.take_skip_report()
     paths = write_report(out, model_m, input_m, grid, info)
     return {
         "out": str(out),
         **{k: str(v) for k, v in paths.items()},
         "overall": model_m["overall"],
         "input_overall": input_m["overall"],
+        "skips": info["skips"],
+    }
+
+
+def _evaluate_text(model, loader, autocast_ctx, meta, cfg, out: Path, info: dict) -> dict[str, Any]:
+    from train.evaluate_text import text_only_metrics, text_only_table
+
+    threshold = float(meta.get("region_threshold") or 0.5)
+    report, grid = text_only_metrics(model, loader, autocast_ctx, threshold, info["split"], cfg.grid_samples)
+    info["skips"] = loader.take_skip_report()
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / "metrics.json", (json.dumps({**info, **report}, indent=2) + "\n").encode())
+    title = f"`{info['checkpoint']}` on {info['data']} ({info['split']})"
+    write_bytes_atomic(out / "metrics.md", text_only_table(report, title, info["split"]).encode())
+    grid_path = write_png(out / "grid.png", grid)
+    rows = report["rows"]
+    main = rows.get("refined region") or rows.get("CLIPSeg region") or rows["annotated mask"]
+    return {
+        "out": str(out),
+        "metrics_json": str(out / "metrics.json"),
+        "metrics_md": str(out / "metrics.md"),
+        **({"grid": str(grid_path)} if grid_path else {}),
+        "overall": main["overall"],
+        "input_overall": rows["input composites"]["overall"],
+        "regions": report["regions"],
         "skips": info["skips"],
     }

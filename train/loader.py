@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from schemas.train_config import TrainData
+from train.models import PHRASE_KEYS
 from train.sources import DataError, Unit
 
 # Examples kept per skip reason for the end-of-epoch report.
@@ -138,6 +139,7 @@ class TripleStream(IterableDataset):
         flip: bool,
         buffer: int,
         text_keys: tuple[str, ...],
+        phrases: str | None = None,
         start: int = 0,
         control: torch.Tensor | None = None,
     ) -> None:
@@ -147,6 +149,8 @@ class TripleStream(IterableDataset):
         self.rank, self.world, self.workers = rank, world, workers
         self.shuffle, self.flip, self.buffer = shuffle, flip, buffer
         self.text_keys, self.start = text_keys, start
+        # The CLIPSeg whose tokenizer the phrases go through (None: no phrases).
+        self.phrases = phrases
         # Shared (epoch, start): persistent workers read the epoch to play from it.
         self.control = control
 
@@ -161,7 +165,7 @@ class TripleStream(IterableDataset):
     def _rows(self, mine: list[int], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         buf: list[dict[str, Any]] = []
         for u in mine:
-            for row in self.source.read(self.units[u], self.text_keys):
+            for row in self.source.read(self.units[u], self.text_keys, phrase=self.phrases is not None):
                 if not self.shuffle:
                     yield row
                 elif len(buf) < self.buffer:
@@ -211,20 +215,24 @@ class TripleStream(IterableDataset):
             if missing:
                 skipped.append((row["sample_id"], f"no_{missing[0]}"))
                 continue
-            kept.append((row, got))
+            kept.append((row, got, bool(flip)))
         out: dict[str, Any] = {
-            "sample_id": [r["sample_id"] for r, _ in kept],
-            "recipe": [r["recipe"] for r, _ in kept],
+            "sample_id": [r["sample_id"] for r, _, _ in kept],
+            "recipe": [r["recipe"] for r, _, _ in kept],
             "skipped": skipped,
         }
         if kept:
-            out["composite"] = torch.from_numpy(
-                np.stack([g[0] for _, g in kept]).transpose(0, 3, 1, 2).copy()
-            )
-            out["target"] = torch.from_numpy(np.stack([g[1] for _, g in kept]).transpose(0, 3, 1, 2).copy())
-            out["mask"] = torch.from_numpy(np.stack([g[2] for _, g in kept])[:, None].copy())
+            for i, key in enumerate(("composite", "target")):
+                out[key] = torch.from_numpy(np.stack([g[i] for _, g, _ in kept]).transpose(0, 3, 1, 2).copy())
+            out["mask"] = torch.from_numpy(np.stack([g[2] for _, g, _ in kept])[:, None].copy())
             for key in self.text_keys:
-                out[key] = torch.from_numpy(np.stack([np.asarray(r[key], np.float32) for r, _ in kept]))
+                out[key] = torch.from_numpy(np.stack([np.asarray(r[key], np.float32) for r, _, _ in kept]))
+            if self.phrases is not None:
+                from train.region import mirror_phrase, tokenize
+
+                # A flipped photo's left is its right: the phrase says so too.
+                out["phrase"] = [mirror_phrase(r["phrase"]) if f else r["phrase"] for r, _, f in kept]
+                out["phrase_ids"], out["phrase_attention"], _ = tokenize(self.phrases, out["phrase"])
         return out
 
 
@@ -254,8 +262,10 @@ class Loader:
     """Batches of one split for one rank, epoch by epoch, on ``device``.
 
     A batch: ``composite``, ``target`` (B, 3, H, W) and ``mask`` (B, 1, H, W) float in
-    [0, 1]; ``clip_phrase`` / ``clip_caption`` (B, D) float when asked for; ``sample_id``
-    and ``recipe`` lists; ``fg_ratio`` (B,). Rows that fail to decode are left out of
+    [0, 1]; ``clip_phrase`` / ``clip_caption`` (B, D) float when asked for; with
+    ``phrases`` (a CLIPSeg spec) the ``phrase`` texts and their ``phrase_ids`` /
+    ``phrase_attention`` tokens (made in the workers); ``sample_id`` and ``recipe``
+    lists; ``fg_ratio`` (B,). Rows that fail to decode are left out of
     their batch and counted in ``skips`` (reported per epoch); a batch left empty is
     counted as consumed but not yielded.
     """
@@ -272,11 +282,17 @@ class Loader:
         rank: int = 0,
         world: int = 1,
         text_keys: tuple[str, ...] = (),
+        phrases: str | None = None,
         device: str | torch.device = "cpu",
         select: bool = True,
         even_ranks: bool = False,
     ) -> None:
         self.source, self.split, self.data = source, split, data
+        if phrases is not None and not getattr(source, "has_phrases", False):
+            raise DataError(f"{source.root}: {source.kind} rows carry no referring phrase; a model that "
+                            "finds its region from the phrase (clipseg_ht) needs a PhraseHarmony build")
+        # The CLIPSeg (spec) whose tokenizer the workers run on each row's phrase.
+        self.phrases = phrases
         recipes, fg = (data.recipes, data.fg_ratio) if select else ((), (0.0, 1.0))
         self.units = source.units(split, recipes, fg)
         if not self.units:
@@ -312,6 +328,7 @@ class Loader:
             flip=self.train and self.data.flip,
             buffer=self.data.shuffle_buffer,
             text_keys=self.text_keys,
+            phrases=self.phrases,
             start=start,
             control=self._control,
         )
@@ -375,7 +392,7 @@ class Loader:
             out[key] = batch[key].to(dev, non_blocking=nb).float().div_(255)
         out["mask"] = batch["mask"].to(dev, non_blocking=nb).float()
         out["fg_ratio"] = out["mask"].mean(dim=(1, 2, 3))
-        for key in self.text_keys:
+        for key in self.text_keys + (PHRASE_KEYS if self.phrases is not None else ()):
             out[key] = batch[key].to(dev, non_blocking=nb)
         return out
 

@@ -28,10 +28,11 @@ from train import checkpoint
 from train.evaluate import autocast, pick_device, run_metrics, write_png
 from train.loader import Loader
 from train.losses import make_loss
-from train.metrics import markdown_table
-from train.models import build_model, count_parameters
+from train.metrics import RegionMetrics, markdown_table
+from train.models import batch_keys, build_model, count_parameters, phrase_model, split_output
 from train.models import text_keys as model_text_keys
 from train.preflight import check_compatible, check_text, resumable, val_loader
+from train.region import region_loss
 from train.runlog import RunLog
 from train.sources import open_source
 
@@ -92,7 +93,7 @@ def train(
     run_dir, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
 
     source = open_source(cfg.data.dir)
-    text_keys = model_text_keys(cfg.model)
+    text_keys, keys, phrases = model_text_keys(cfg.model), batch_keys(cfg.model), phrase_model(cfg.model)
     loader = Loader(
         source,
         cfg.data.train_split,
@@ -103,11 +104,12 @@ def train(
         rank=rank,
         world=world,
         text_keys=text_keys,
+        phrases=phrases,
         device=device,
         even_ranks=world > 1,
     )
     text_dim = check_text(source, loader.units, text_keys, f"model.kind={cfg.model.kind}")
-    val = val_loader(cfg, source, text_keys, device) if rank == 0 else None
+    val = val_loader(cfg, source, text_keys, device, phrases) if rank == 0 else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, cfg.data.size, text_dim).to(device)
@@ -121,7 +123,12 @@ def train(
         "manifest_hash": source.manifest_hash or "",
         "run_hash": cfg.run_hash(),
         "text_dim": str(text_dim or ""),
+        **({"clipseg": model.clipseg.identity, "clipseg_weights": model.clipseg.weights_digest(),
+            "region_threshold": "0.5"} if phrases else {}),
     }
+    # The region loss trains the refinement head (CLIPSeg alone has nothing to learn).
+    has_head = cfg.model.kind == "clipseg_ht" and cfg.model.region != "clipseg"
+    region_weight = cfg.optim.region_weight if has_head else 0.0
     step, epoch, position = _restore(
         cfg, ckpt_dir, resume, model, opt, sched, device, meta, say if rank == 0 else None
     )
@@ -142,6 +149,8 @@ def train(
     )
 
     def save(at: int, ep: int, pos: int) -> None:
+        if phrases and model.clipseg.weights_digest() != meta["clipseg_weights"]:
+            raise TrainingError(f"step {at}: the frozen CLIPSeg's weights changed (a bug: it must not train)")
         if rank == 0:
             state = {
                 "optimizer": opt.state_dict(),
@@ -161,8 +170,12 @@ def train(
             for batch in loader.epoch(epoch, position):
                 net.train()
                 with autocast(device, bf16):
-                    out = net(batch["composite"], batch["mask"], {k: batch[k] for k in text_keys})
-                loss = loss_fn(out.float(), batch["target"], batch["mask"])
+                    extras = {k: batch[k] for k in keys}
+                    out, logits = split_output(net(batch["composite"], batch["mask"], extras))
+                parts = {"image_loss": loss_fn(out.float(), batch["target"], batch["mask"])}
+                if region_weight:
+                    parts["region_loss"] = region_loss(logits.float(), batch["mask"])
+                loss = parts["image_loss"] + region_weight * parts.get("region_loss", 0.0)
                 bad = not torch.isfinite(loss).item()
                 if _any_rank(bad, device, world):
                     where = f"batch sample ids {batch['sample_id']}" if bad else "on another rank"
@@ -184,6 +197,7 @@ def train(
                         step,
                         {
                             "loss": loss.item(),
+                            **({k: v.item() for k, v in parts.items()} if region_weight else {}),
                             "lr": sched.get_last_lr()[0],
                             "epoch": epoch,
                             "samples_per_s": seen / max(now - t_log, 1e-9),
@@ -192,6 +206,8 @@ def train(
                     seen, t_log = 0, now
                 if step % cfg.val_every == 0 or step == cfg.steps:
                     last_val = _validate(cfg, model, val, device, bf16, step, log)
+                    if last_val and "region_threshold" in last_val:
+                        meta["region_threshold"] = str(last_val["region_threshold"])
                     if world > 1:
                         dist.barrier()
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -282,13 +298,15 @@ def _validate(
     if val is None:
         return None
     model.eval()
-    keys = val.text_keys
+    keys = batch_keys(cfg.model)
+    regions = RegionMetrics() if cfg.model.kind == "clipseg_ht" else None
 
     def predict(batch):
         with autocast(device, bf16):
             return model(batch["composite"], batch["mask"], {k: batch[k] for k in keys})
 
-    model_m, input_m, grid = run_metrics(predict, val, cfg.val_batches, cfg.grid_samples)
+    model_m, input_m, grid = run_metrics(predict, val, cfg.val_batches, cfg.grid_samples, regions,
+                                         blend_by_region=cfg.model.region != "gt")
     folder = Path(cfg.out_dir) / "val"
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(
@@ -301,9 +319,15 @@ def _validate(
         f"step {step} validation: fMSE {model_m['overall']['fmse']:.1f} "
         f"(input {input_m['overall']['fmse']:.1f}), PSNR {model_m['overall']['psnr']:.2f}"
     )
-    return {
+    out = {
         "overall": model_m["overall"],
         "input_overall": input_m["overall"],
         "grid": str(folder / f"step-{step:08d}.png"),
         "table": str(folder / f"step-{step:08d}.md"),
     }
+    if regions is not None:   # the threshold with the best mean IoU, kept in the checkpoint
+        out["region_threshold"] = regions.best_threshold()
+        out["region"] = regions.summary(out["region_threshold"])
+        log.record("val_region", step, {"threshold": out["region_threshold"], **out["region"]["overall"]})
+        log.say(f"step {step} region: IoU {out['region']['overall']['iou']:.3f} at {out['region_threshold']}")
+    return out

@@ -114,3 +114,46 @@ def markdown_table(model: dict[str, Any], inputs: dict[str, Any], title: str = "
     ]
     lines += [row(f"recipe {k}", model["by_recipe"][k], inputs["by_recipe"][k]) for k in model["by_recipe"]]
     return "\n".join(lines) + "\n"
+
+
+# Thresholds on a region's probability tried on validation; the best mean IoU is kept.
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 19))
+
+
+class RegionMetrics:
+    """Per-image IoU of a predicted region against the annotated mask, at every threshold
+    of ``THRESHOLDS``: the best one is chosen on validation, then reported at it."""
+
+    def __init__(self) -> None:
+        self.iou: list[torch.Tensor] = []       # (B, len(THRESHOLDS)) per batch
+        self.fg: list[torch.Tensor] = []
+
+    def add(self, prob: torch.Tensor, mask: torch.Tensor) -> None:
+        """prob, mask (B, 1, H, W); mask {0, 1}."""
+        m = mask.detach() > 0.5
+        t = torch.tensor(THRESHOLDS, device=prob.device).view(1, -1, 1, 1)
+        p = prob.detach().float() >= t                                          # (B, T, H, W)
+        inter = (p & m).sum(dim=(2, 3)).double()
+        union = (p | m).sum(dim=(2, 3)).double()
+        # Both empty: a perfect answer; the annotation is never empty in our rows.
+        self.iou.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).cpu())
+        self.fg.append(m.double().mean(dim=(1, 2, 3)).cpu())
+
+    def best_threshold(self) -> float:
+        if not self.iou:
+            return 0.5
+        mean = torch.cat(self.iou).mean(dim=0)
+        return THRESHOLDS[int(mean.argmax())]
+
+    def summary(self, threshold: float) -> dict[str, Any]:
+        """Mean IoU at ``threshold``: overall and by foreground bin (as the image metrics)."""
+        col = THRESHOLDS.index(min(THRESHOLDS, key=lambda t: abs(t - threshold)))
+        iou = torch.cat(self.iou)[:, col] if self.iou else torch.zeros(0, dtype=torch.double)
+        fg = torch.cat(self.fg) if self.fg else torch.zeros(0, dtype=torch.double)
+
+        def group(sel: torch.Tensor) -> dict[str, Any]:
+            n = int(sel.sum())
+            return {"n": n, "iou": float(iou[sel].mean()) if n else math.nan}
+
+        return {"threshold": THRESHOLDS[col], "overall": group(torch.ones_like(fg, dtype=torch.bool)),
+                "by_fg_ratio": {label: group((fg >= lo) & (fg < hi)) for lo, hi, label in FG_BINS}}

@@ -154,10 +154,64 @@ class TextHTPlus(HTPlus):
 
 
 def text_keys(cfg: ModelConfig) -> tuple[str, ...]:
-    """The batch columns a model of this config reads besides the pixels."""
-    if cfg.kind == "ht":
+    """The CLIP embedding columns a model of this config reads besides the pixels."""
+    if cfg.kind == "ht" or (cfg.kind == "clipseg_ht" and cfg.text is None):
         return ()
     return ("clip_phrase", "clip_caption") if cfg.text == "phrase+caption" else ("clip_phrase",)
+
+
+PHRASE_KEYS = ("phrase_ids", "phrase_attention")
+
+
+def phrase_model(cfg: ModelConfig) -> str | None:
+    """The CLIPSeg whose tokenizer turns each row's phrase into tokens (None: no phrases)."""
+    return cfg.clipseg if cfg.kind == "clipseg_ht" else None
+
+
+def batch_keys(cfg: ModelConfig) -> tuple[str, ...]:
+    """Every batch entry the model reads besides composite and mask."""
+    return text_keys(cfg) + (PHRASE_KEYS if cfg.kind == "clipseg_ht" else ())
+
+
+class ClipSegHT(nn.Module):
+    """HT+ harmonizing the region a phrase names: a frozen CLIPSeg finds it, the
+    refinement head corrects it, HT+ takes it as its mask channel (``cfg.region`` picks
+    the annotated mask, CLIPSeg's region or the refined one). Returns the image and the
+    region logits the region loss grades (the head's; CLIPSeg's when there is no head).
+
+    CLIPSeg is held outside the module tree: it is not trained, not in ``state_dict``
+    (checkpoints record its identity instead) and not counted; it follows ``.to()``."""
+
+    def __init__(self, cfg: ModelConfig, size: int, text_dim: int | None) -> None:
+        super().__init__()
+        from train.region import FrozenClipSeg, RegionHead
+
+        self.cfg, self.text_keys = cfg, text_keys(cfg)
+        self.ht = TextHTPlus(cfg, size, text_dim) if self.text_keys else HTPlus(cfg, size)
+        self.text_dim = text_dim if self.text_keys else None
+        self.head = RegionHead(cfg.head_width) if cfg.region != "clipseg" else None
+        object.__setattr__(self, "clipseg", FrozenClipSeg(cfg.clipseg))
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self.clipseg._apply(fn, recurse)
+        return self
+
+    def regions(self, composite: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(CLIPSeg's logits, the refined logits or None) at the composite's size."""
+        seg = self.clipseg(composite, batch["phrase_ids"], batch["phrase_attention"])
+        return seg, (self.head(composite, seg) if self.head is not None else None)
+
+    def forward(self, composite: torch.Tensor, mask: torch.Tensor, batch: dict | None = None):
+        batch = batch or {}
+        seg, refined = self.regions(composite, batch)
+        logits = refined if refined is not None else seg
+        region = mask if self.cfg.region == "gt" else torch.sigmoid(logits)
+        return self.ht(composite, region, batch), logits
+
+    def harmonize(self, composite: torch.Tensor, region: torch.Tensor, batch: dict) -> torch.Tensor:
+        """HT+ alone, with a given region (a mask a user drew)."""
+        return self.ht(composite, region, batch)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -168,12 +222,19 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build_model(cfg: ModelConfig, size: int, text_dim: int | None = None) -> HTPlus:
+def build_model(cfg: ModelConfig, size: int, text_dim: int | None = None) -> nn.Module:
     if cfg.kind == "ht":
         return HTPlus(cfg, size)
-    if not text_dim:
+    if text_keys(cfg) and not text_dim:
         raise ValueError("the text-guided model needs the CLIP embedding width (text_dim)")
+    if cfg.kind == "clipseg_ht":
+        return ClipSegHT(cfg, size, text_dim)
     return TextHTPlus(cfg, size, text_dim)
+
+
+def split_output(out) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image, region logits or None) from any model's forward."""
+    return out if isinstance(out, tuple) else (out, None)
 
 
 def blend(output: torch.Tensor, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

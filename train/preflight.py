@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schemas.train_config import TrainConfig
+from tasks.captions.models import resolve_clipseg
 from train import checkpoint
 from train.loader import Loader
+from train.models import phrase_model
 from train.models import text_keys as model_text_keys
 from train.sources import DataError, open_source
 
@@ -39,7 +41,8 @@ def check_text(source, units, keys: tuple[str, ...], what: str, want_dim: int | 
     return dim
 
 
-def val_loader(cfg: TrainConfig, source, text_keys: tuple[str, ...] = (), device="cpu") -> Loader | None:
+def val_loader(cfg: TrainConfig, source, text_keys: tuple[str, ...] = (), device="cpu",
+               phrases: str | None = None) -> Loader | None:
     """The validation split's loader (None with ``data.val_split: null``); a split that is
     not there, or has no rows, is an error (not a run that silently never validates)."""
     split = cfg.data.val_split
@@ -49,14 +52,18 @@ def val_loader(cfg: TrainConfig, source, text_keys: tuple[str, ...] = (), device
         raise DataError(f"{cfg.data.dir}: no split {split!r} to validate on (data.val_split; splits "
                         f"there: {', '.join(source.splits())}; null for no validation)")
     return Loader(source, split, cfg.data, cfg.batch_size, cfg.seed, train=False, text_keys=text_keys,
-                  device=device)
+                  device=device, phrases=phrases)
 
 
 def check_run(cfg: TrainConfig, resume: bool = False, eval_split: str | None = None) -> dict[str, Any]:
     """Everything that can be known before training; raises a one-line ``UserError``."""
+    phrases = phrase_model(cfg.model)
+    if phrases is not None:
+        resolve_clipseg(phrases)   # missing or damaged weights: one line, before the data
     source = open_source(cfg.data.dir)
     keys = model_text_keys(cfg.model)
-    train_rows = Loader(source, cfg.data.train_split, cfg.data, cfg.batch_size, cfg.seed, train=True)
+    train_rows = Loader(source, cfg.data.train_split, cfg.data, cfg.batch_size, cfg.seed, train=True,
+                        phrases=phrases)
     text_dim = check_text(source, train_rows.units, keys, f"model.kind={cfg.model.kind}")
     splits = source.splits()
     val_loader(cfg, source)

@@ -43,6 +43,7 @@ class ShardSource:
     """A dataset folder written by ``phraseharmony build``."""
 
     kind = "phraseharmony"
+    has_phrases = True
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -139,8 +140,9 @@ class ShardSource:
             )
         return int(found.pop())
 
-    def read(self, unit: Unit, text_keys: tuple[str, ...]) -> list[dict[str, Any]]:
-        columns = ["sample_id", "recipe", "target", "composite", "mask", *text_keys]
+    def read(self, unit: Unit, text_keys: tuple[str, ...], phrase: bool = False) -> list[dict[str, Any]]:
+        columns = ["sample_id", "recipe", "target", "composite", "mask", *(["phrase"] if phrase else []),
+                   *text_keys]
         try:
             t = self._file(unit.part).read_row_group(unit.group, columns=columns).take(list(unit.rows))
         except (OSError, ValueError) as exc:
@@ -163,6 +165,7 @@ class IHarmony4Source:
     composites; masks and real images found by the layout's naming rule)."""
 
     kind = "iharmony4"
+    has_phrases = False
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -222,7 +225,7 @@ class IHarmony4Source:
         real = mask.rsplit("_", 1)[0]
         return name, f"{sub}/masks/{mask}.png", f"{sub}/real_images/{real}.jpg"
 
-    def read(self, unit: Unit, text_keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    def read(self, unit: Unit, text_keys: tuple[str, ...], phrase: bool = False) -> list[dict[str, Any]]:
         names = self._list(("train", "test")[unit.part])
         out = []
         for i in unit.rows:

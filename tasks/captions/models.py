@@ -32,6 +32,8 @@ class ModelMissing(UserError):
 
 @dataclass(frozen=True)
 class BlipSource:
+    """A transformers model (BLIP, CLIPSeg): where its save_pretrained files are."""
+
     spec: str          # as configured
     path: Path         # folder with config.json, weights, processor files
     identity: str      # "id@revision" or "folder@sha256-prefix"
@@ -69,6 +71,7 @@ _NOT_INPUTS = ("*.md", "LICENSE*", "NOTICE*")
 # What a BLIP folder needs besides config.json and weights: the tokenizer and the processor.
 BLIP_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 BLIP_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+CLIP_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
 def folder_digest(folder: Path) -> str:
@@ -130,37 +133,63 @@ def _check_json(folder: Path, what: str) -> None:
             raise ModelMissing(f"{what}: {path} is not valid JSON ({exc})") from None
 
 
-def _check_blip_folder(folder: Path, spec: str) -> None:
-    what = f"BLIP model {spec}"
+def _check_hf_folder(folder: Path, what: str, needs: tuple[tuple[tuple[str, ...], str], ...]) -> None:
+    """A save_pretrained folder that will load: config.json, whole weights, valid JSON and
+    one file of each group in ``needs`` (e.g. the tokenizer's)."""
     if not (folder / "config.json").is_file():
         raise ModelMissing(f"{what}: the folder has no config.json (want a folder "
                            "written by save_pretrained with model and processor)")
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not weights:
         raise ModelMissing(f"{what}: no weight files (*.safetensors) in the folder")
-    for needs, kind in ((BLIP_TOKENIZER_FILES, "tokenizer"), (BLIP_PROCESSOR_FILES, "image processor")):
-        if not any((folder / n).is_file() for n in needs):
-            raise ModelMissing(f"{what}: no {kind} in {folder} (want {' or '.join(needs)}; save the "
-                               "BlipProcessor beside the model with save_pretrained)")
+    for names, kind in needs:
+        if not any((folder / n).is_file() for n in names):
+            raise ModelMissing(f"{what}: no {kind} in {folder} (want {' or '.join(names)}; save the "
+                               "processor beside the model with save_pretrained)")
     _check_json(folder, what)
     for path in weights:
         check_weights(path, what)
 
 
-def resolve_blip(spec: str) -> BlipSource:
+def _check_blip_folder(folder: Path, spec: str) -> None:
+    _check_hf_folder(folder, f"BLIP model {spec}", ((BLIP_TOKENIZER_FILES, "tokenizer"),
+                                                    (BLIP_PROCESSOR_FILES, "image processor")))
+
+
+def _resolve_hf(spec: str, what: str, check, hint: str) -> tuple[Path, str]:
+    """(folder, identity) of a save_pretrained folder or a cached Hugging Face id[@rev]."""
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        _check_blip_folder(folder, spec)
-        return BlipSource(spec, folder, f"{folder.name}@{folder_digest(folder)}")
+        check(folder, spec)
+        return folder, f"{folder.name}@{folder_digest(folder)}"
     repo_id, _, revision = spec.partition("@")
     if repo_id.count("/") != 1 or spec.startswith(("/", ".", "~")):
-        raise ModelMissing(f"BLIP model {spec}: not a folder and not a Hugging Face id (ORG/NAME)")
+        raise ModelMissing(f"{what} {spec}: not a folder and not a Hugging Face id (ORG/NAME)")
     path = _cached_snapshot(repo_id, revision or None)
     if path is None or not (path / "config.json").is_file():
-        raise ModelMissing(f"BLIP model {spec}: not in the Hugging Face cache ({_hf_cache_dir()}); "
-                           f"{FETCH_HINT}, or set captions.blip_model to a save_pretrained folder")
-    _check_blip_folder(path, spec)
-    return BlipSource(spec, path, f"{repo_id}@{path.name}")
+        raise ModelMissing(f"{what} {spec}: not in the Hugging Face cache ({_hf_cache_dir()}); "
+                           f"{FETCH_HINT}, or {hint}")
+    check(path, spec)
+    return path, f"{repo_id}@{path.name}"
+
+
+def resolve_blip(spec: str) -> BlipSource:
+    path, identity = _resolve_hf(spec, "BLIP model", _check_blip_folder,
+                                 "set captions.blip_model to a save_pretrained folder")
+    return BlipSource(spec, path, identity)
+
+
+def _check_clipseg_folder(folder: Path, spec: str) -> None:
+    _check_hf_folder(folder, f"CLIPSeg model {spec}", ((CLIP_TOKENIZER_FILES, "tokenizer"),
+                                                       (BLIP_PROCESSOR_FILES, "image processor")))
+
+
+def resolve_clipseg(spec: str) -> BlipSource:
+    """CLIPSeg (``model.clipseg`` of a training config): a save_pretrained folder of
+    ``CLIPSegForImageSegmentation`` + ``CLIPSegProcessor``, or a cached id[@rev]."""
+    path, identity = _resolve_hf(spec, "CLIPSeg model", _check_clipseg_folder,
+                                 "set model.clipseg to a save_pretrained folder")
+    return BlipSource(spec, path, identity)
 
 
 def resolve_clip(spec: str) -> ClipSource:
@@ -239,19 +268,23 @@ def check_models(captions_cfg) -> list[str]:
     return problems
 
 
+def download_hf(spec: str, what: str) -> str:
+    """Fetch a transformers model id[@rev] into the Hugging Face cache (a local folder is
+    left as it is); one line saying what happened. Needs the internet."""
+    from huggingface_hub import snapshot_download
+
+    if Path(spec).expanduser().is_dir():
+        return f"{what} {spec}: a local folder, nothing to fetch"
+    repo_id, _, revision = spec.partition("@")
+    return f"{what} {spec}: in {snapshot_download(repo_id, revision=revision or None)}"
+
+
 def download_models(captions_cfg) -> list[str]:
     """Fetch the configured models into the Hugging Face cache (or ~/.cache/clip);
     returns one line per model saying what happened. Needs the internet."""
     from huggingface_hub import snapshot_download
 
-    lines = []
-    blip = captions_cfg.blip_model
-    if Path(blip).expanduser().is_dir():
-        lines.append(f"BLIP {blip}: a local folder, nothing to fetch")
-    else:
-        repo_id, _, revision = blip.partition("@")
-        path = snapshot_download(repo_id, revision=revision or None)
-        lines.append(f"BLIP {blip}: in {path}")
+    lines = [download_hf(captions_cfg.blip_model, "BLIP")]
     clip = captions_cfg.clip_model
     if clip.startswith("local-dir:"):
         lines.append(f"CLIP {clip}: a local folder, nothing to fetch")
