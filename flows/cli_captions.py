@@ -19,10 +19,44 @@ from rich.progress import (
 )
 
 models_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                         help="The captioning models: check they are here, or fetch them.")
+                         help="The models a build (BLIP, CLIP) or a training run (CLIPSeg) needs: "
+                              "check they are here, or fetch them.")
 console = Console()
 CONFIG = typer.Option(Path("configs/vgphrasecut.yaml"), "--config", "-c", exists=True, dir_okay=False,
-                      help="run config whose captions.blip_model / clip_model to use")
+                      help="a build config (its captions.blip_model / clip_model) or a training config "
+                           "(its model.clipseg)")
+
+
+def _train_config(config: Path, sets: list[str]):
+    """The training config at ``config`` (it has a ``model`` section), else None."""
+    import yaml
+
+    from schemas.train_config import load_train_config
+
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return None   # the build config loader says what is wrong with it
+    return load_train_config(config, sets) if isinstance(data, dict) and "model" in data else None
+
+
+def _check_clipseg(cfg, load: bool) -> None:
+    from tasks.captions.models import ModelMissing, resolve_clipseg
+
+    if cfg.model.kind != "clipseg_ht":
+        console.print(f"model.kind={cfg.model.kind} needs no model besides its own")
+        return
+    try:
+        source = resolve_clipseg(cfg.model.clipseg)
+    except ModelMissing as exc:
+        console.print(f"[red]missing[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]present[/] CLIPSeg {cfg.model.clipseg} ({source.identity})")
+    if load:
+        from train.region import FrozenClipSeg
+
+        n = sum(p.numel() for p in FrozenClipSeg(cfg.model.clipseg).net.parameters())
+        console.print(f"loaded: CLIPSeg {n / 1e6:.1f}M parameters (frozen)")
 SET = typer.Option([], "--set", help="override, e.g. captions.clip_model=ViT-B-32/laion2b_s34b_b79k")
 
 
@@ -33,6 +67,10 @@ def check(config: Path = CONFIG, set_: list[str] = SET,
     from schemas.config import load_config
     from tasks.captions.models import ModelMissing, resolve_blip, resolve_clip
 
+    train_cfg = _train_config(config, list(set_))
+    if train_cfg is not None:
+        _check_clipseg(train_cfg, load)
+        return
     c = load_config(config, list(set_)).captions
     missing = 0
     for kind, resolve, spec in (("BLIP", resolve_blip, c.blip_model), ("CLIP", resolve_clip, c.clip_model)):
@@ -59,8 +97,13 @@ def download(config: Path = CONFIG, set_: list[str] = SET):
     """Fetch the configured models into the Hugging Face cache (needs the internet).
     Local folders (a BLIP save_pretrained folder, local-dir:) are left as they are."""
     from schemas.config import load_config
-    from tasks.captions.models import download_models
+    from tasks.captions.models import download_hf, download_models
 
+    train_cfg = _train_config(config, list(set_))
+    if train_cfg is not None:
+        if train_cfg.model.kind == "clipseg_ht":
+            console.print(download_hf(train_cfg.model.clipseg, "CLIPSeg"))
+        return
     c = load_config(config, list(set_)).captions
     for line in download_models(c):
         console.print(line)

@@ -102,10 +102,10 @@ class OptimConfig(_Strict):
     loss: Literal["l1", "fn_mse"] = "l1"
     l1_weight: float = Field(100.0, gt=0)
     # clipseg_ht: weight of the region loss (BCE + Dice against the annotated mask) beside
-    # the image's 100 x L1. Measured on the sample at the start of training: the image
-    # loss is ~2-5 and BCE + Dice ~1-1.5, so 1.0 lets neither drown the other; the image
-    # loss alone also moves the head (through HT+'s mask channel), but not toward the
-    # object's outline where the colours there happen to match.
+    # the image's 100 x L1. The region loss is the head's main teacher (BCE + Dice 2.6 ->
+    # 1.9 over 20 steps on the sample); the image loss (25-50 there with the tiny model,
+    # ~2-5 for a trained HT+) reaches the head only through HT+'s mask channel, and does
+    # not pull it toward an outline whose colours happen to match. Not tuned on a full run.
     region_weight: float = Field(1.0, ge=0)
     fn_mse_min_area: float = Field(100.0, gt=0)
 

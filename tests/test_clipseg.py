@@ -112,6 +112,18 @@ def test_what_the_phrase_model_cannot_use_is_refused(sample_dataset, clipseg, tm
     assert res.returncode == 2 and "CLIPSeg model" in res.stdout
     assert "Traceback" not in res.stdout + res.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "home" / "temporary-server.log").exists()
+    # `models check|download` read a training config's CLIPSeg.
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    config = str(REPO / "configs" / "train-clipseg-ht.yaml")
+    res = CliRunner().invoke(app, ["models", "check", "-c", config, "--set", f"model.clipseg={clipseg}"])
+    assert res.exit_code == 0 and "present CLIPSeg" in res.output and "parameters (frozen)" in res.output
+    res = CliRunner().invoke(app, ["models", "check", "-c", config, "--set", f"model.clipseg={tmp_path}"])
+    assert res.exit_code == 1 and "missing CLIPSeg model" in res.output
+    res = CliRunner().invoke(app, ["models", "download", "-c", config, "--set", f"model.clipseg={clipseg}"])
+    assert res.exit_code == 0 and "a local folder, nothing" in res.output
 
 
 def test_flipped_photos_get_mirrored_phrases():

@@ -92,8 +92,10 @@ def test_sample_deployment_runs_on_a_real_server(tmp_path):
         flows = {f["id"]: f["name"] for f in api(url, "/flows/filter", {})}
         deployments = {f"{flows[d['flow_id']]}/{d['name']}": d for d in api(url, "/deployments/filter", {})}
         assert set(deployments) == {"build-dataset/sample", "build-dataset/nightly",
-                                    "train-harmonizer/sample", "train-harmonizer/ht"}
+                                    "train-harmonizer/sample", "train-harmonizer/ht",
+                                    "train-harmonizer/clipseg-ht"}
         assert deployments["train-harmonizer/ht"]["work_pool_name"] == "phraseharmony-gpu"
+        assert deployments["train-harmonizer/clipseg-ht"]["work_pool_name"] == "phraseharmony-gpu"
         nightly = deployments["build-dataset/nightly"]
         assert nightly["schedules"] and nightly["schedules"][0]["schedule"]["cron"]
         # The full download starts only when someone resumes the schedule on purpose.

@@ -254,8 +254,16 @@ def test_the_shipped_training_configs_load():
     from train.models import build_model
 
     configs = {p.name: load_train_config(p) for p in sorted((REPO / "configs").glob("train-*.yaml"))}
-    assert set(configs) == {"train-sample.yaml", "train-ht.yaml", "train-ht-text.yaml"}
+    assert set(configs) == {"train-sample.yaml", "train-ht.yaml", "train-ht-text.yaml",
+                            "train-clipseg-ht.yaml"}
     ht = configs["train-ht.yaml"]
     assert count_parameters(build_model(ht.model, ht.data.size)) == 4_772_867
     assert ht.optim.lr == 1e-4 and ht.optim.betas == (0.5, 0.999) and ht.batch_size == 8
     assert configs["train-ht-text.yaml"].model.kind == "ht_text"
+    cs = configs["train-clipseg-ht.yaml"]
+    assert (cs.model.kind, cs.model.region, cs.model.text) == \
+        ("clipseg_ht", "refined", None)
+    # HT+ inside it is the paper's, with its recipe.
+    same = ("dim", "depth", "heads", "ffn", "patch")
+    assert {k: cs.model_signature()[k] for k in same} == {k: ht.model_signature()[k] for k in same}
+    assert (cs.optim.lr, cs.batch_size, cs.steps) == (ht.optim.lr, ht.batch_size, ht.steps)

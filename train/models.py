@@ -11,6 +11,9 @@ sub-blocks, regressed from the phrase's CLIP embedding (and the caption's) by a 
 map initialised to zero (DiT's adaLN-Zero). HT+ is post-norm, so the modulation goes
 after each LayerNorm and the gain multiplies the residual branch by (1 + g); at
 initialisation every term is zero and the model computes exactly what HT+ computes.
+
+``ClipSegHT`` harmonizes the region a phrase names: a frozen CLIPSeg and a refinement
+head (``train.region``) find it, and HT+ (or the text-guided HT+) takes it as its mask.
 """
 
 from __future__ import annotations
