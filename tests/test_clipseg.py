@@ -81,6 +81,14 @@ def test_one_key_switches_the_region_hts_input(sample_dataset, clipseg, tmp_path
     assert (model.head is None) == (region == "clipseg")
 
 
+def test_the_phrase_embedding_can_condition_it_too(captioned, clipseg, tmp_path):
+    summary = train(cs_cfg(captioned, tmp_path / "t", clipseg, "steps=2", "val_every=2", "model.text=phrase"),
+                    say=None)
+    model, _, meta = load_model(Path(summary["checkpoint"]), torch.device("cpu"))
+    assert model.text_keys == ("clip_phrase",) and type(model.ht).__name__ == "TextHTPlus"
+    assert int(meta["text_dim"]) == model.text_dim == 32
+
+
 def test_evaluation_reports_regions_and_keeps_text_only_rows_off_train(sample_dataset, clipseg, tmp_path):
     summary = train(cs_cfg(sample_dataset, tmp_path / "run", clipseg, "steps=4", "val_every=4"), say=None)
     result = evaluate(Path(summary["checkpoint"]), sample_dataset, "test", workers=0)

@@ -151,3 +151,12 @@ def test_photos_of_every_mode_are_read_upright(tmp_path):
     assert img.shape == (rgb.shape[1], rgb.shape[0], 3)
     with pytest.raises(HarmonizeError, match="the mask is"):
         read_mask(tmp_path / "grey.png", (5, 5))
+
+
+def test_a_huge_photo_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    import train.harmonize
+
+    Image.fromarray(load_photo("coffee")[..., :3]).save(tmp_path / "big.png")
+    monkeypatch.setattr(train.harmonize, "MAX_PIXELS", 100_000)
+    with pytest.raises(HarmonizeError, match=r"big.png: 600x400 is over 0.1 MP; downscale it first"):
+        read_image(tmp_path / "big.png")

@@ -48,7 +48,7 @@ def read_image(path: Path) -> tuple[np.ndarray, list[str]]:
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise HarmonizeError(f"{path}: {im.width}x{im.height} is over {MAX_PIXELS // 1_000_000} MP; "
+                raise HarmonizeError(f"{path}: {im.width}x{im.height} is over {MAX_PIXELS / 1e6:g} MP; "
                                      "downscale it first")
             im = ImageOps.exif_transpose(im)
             mode = im.mode
