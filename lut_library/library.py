@@ -79,9 +79,12 @@ def looks_technical(name: str, lut: Lut3D) -> bool:
 
 
 # A look is non-photographic when it leaves the chart under this share of its colour
-# spread (sqrt(var a* + var b*)): monochrome and zero-saturation looks (the tinted mono
-# looks at 0.95 keep 7-19%, the 0.6 ones 41-49%, saturation 0.3 keeps 33%) ...
-MIN_SPREAD_KEPT = 0.25
+# spread (sqrt(var a* + var b*)): monochrome and zero-saturation looks. The tinted mono
+# looks at 0.95 keep 7-19%, those at 0.6 41-49%, saturation 0.3 keeps 33%, the flat
+# log-like combination 34%: at 0.25 the 0.6 toned looks stayed in, and on a reviewer's
+# sheets they repainted objects (a red saucer slate, coffee grey) rather than relit them.
+# At 0.5 they are out; the first look kept is combo_night (51%).
+MIN_SPREAD_KEPT = 0.5
 # ... or turns the chart's chromatic patches' hues by more than this on average
 # (chroma-weighted): a channel swap turns them 64°, the warmest white balance 37°.
 MAX_HUE_TURN = 45.0

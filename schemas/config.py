@@ -139,6 +139,30 @@ class MaskConfig(_Strict):
     rule: Literal["official", "coco"] = "official"
     # A mask pixel at output size is foreground when >= this fraction of its area was.
     binarize_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    # Fit the polygon mask to the photo's edges before compositing (tasks/mask_fit.py,
+    # GrabCut): a loose polygon recoloured paints a panel with a seam through the
+    # background. The row keeps the polygon's own mask too (polygon_mask).
+    fit: bool = True
+    # The ring outside the polygon GrabCut may take as background, at the stored size
+    # (256²: VGPhraseCut's polygons stray ~1-6 px, a wheel's takes in more floor).
+    fit_ring_px: int = Field(6, ge=1, le=64)
+    # Pixels deeper inside the polygon than this share of its largest inner distance are
+    # sure foreground: without a core, GrabCut dropped 6 of the sample's 27 objects
+    # (dark seat, wheel, headlight, glasses: colours like their surroundings).
+    fit_core: float = Field(0.3, gt=0.0, le=1.0)
+    # GrabCut's iterations: 3 gave the same masks as 2 on the sample, at 1.4x the time.
+    fit_iterations: int = Field(2, ge=1, le=10)
+    # The fit is kept when its IoU with the polygon is at least this, and the two
+    # outlines are on average at most fit_max_boundary_px apart (256²): a fit that drops
+    # much of what the phrase names is not the annotated region anymore. On the sample
+    # the fits judged right by eye run down to IoU 0.698 (a wheel's ellipse with its
+    # floor: as a polygon it was recoloured as a panel, 3 artifacts in the review) and
+    # out to 12.9 px (the cat's polygon with a strip of blurred background); the one
+    # judged wrong (a spoon losing its handle) is at 0.62. docs/realism.md.
+    fit_min_iou: float = Field(0.65, ge=0.0, le=1.0)
+    fit_max_boundary_px: float = Field(16.0, gt=0.0)
+    # Polygons under this many pixels are not fitted (GrabCut needs colours to model).
+    fit_min_pixels: int = Field(64, ge=1)
 
 
 class RealismConfig(_Strict):
@@ -155,12 +179,23 @@ class RealismConfig(_Strict):
     # near no-ops flagged from 40% to 71%, for 27% of plausible rows redrawn instead of
     # 22% (docs/realism.md).
     min_visibility: float = Field(5.0, ge=0.0)
+    # ... and under min_visibility_small for regions under small_region of the frame: on
+    # a reviewer's sheets (the review's protocol, docs/realism.md) spoons, patches, caps
+    # and rockets changed by visibility 5-8 read as no change at 1x.
+    small_region: float = Field(0.07, ge=0.0, le=1.0)
+    min_visibility_small: float = Field(8.0, ge=0.0)
     # Mean CIELAB chroma at which a region reads as coloured rather than near-grey.
     chromatic: float = Field(12.0, ge=0.0)
     # A coloured foreground keeping under this share of its chroma reads as greyed out
     # (a monochrome or zero-saturation look on one object of a colour photo). Higher
     # values also take silver and white objects whose colour came from the light.
     min_chroma_ratio: float = Field(0.25, ge=0.0)
+    # ... and a strongly coloured one (mean chroma >= saturated_chroma: skin, a red suit)
+    # keeping under min_saturated_chroma_ratio was pushed grey or brick: on a reviewer's
+    # sheets such regions kept 31-44% of their chroma, and skin pushed grey or olive kept
+    # 56-58% in the review of docs/realism.md (a plausible row there kept 57%: the price).
+    saturated_chroma: float = Field(30.0, ge=0.0)
+    min_saturated_chroma_ratio: float = Field(0.6, ge=0.0)
     # A near-grey foreground given this much mean chroma was painted, not re-lit.
     colourised_chroma: float = Field(20.0, ge=0.0)
     # A scene whose colours spread less than this (sqrt(var a* + var b*)) is monochrome
@@ -190,6 +225,10 @@ class RealismConfig(_Strict):
     # eye every value under 6.5 is a no-op or absurd row, the first other is at 7.9 and
     # the first plausible one at 11; the bundled sample's objects start at 10.9.
     min_outline_contrast: float = Field(7.0, ge=0.0)
+    # Share of the outline along which the photo shows no edge and the composite shows
+    # one (a seam: a loose polygon's panel cut through the background). Chosen on the
+    # labelled rows and synthetic panels: docs/realism.md.
+    max_seam: float = Field(0.25, ge=0.0, le=1.0)
 
 
 class SynthesisConfig(_Strict):
@@ -235,6 +274,12 @@ class SynthesisConfig(_Strict):
     # Draw another LUT choice / reference / strength up to this many times (the realism
     # judge turns down 30-75% of draws, by recipe; with 4, 10% of phrases got no row).
     max_attempts: int = Field(6, ge=1)
+    # Judge a LUT draw on a subsample of the region before rendering it (tasks/prejudge.py):
+    # a turned-down draw then costs a fraction of a sample. Off: every draw is rendered.
+    prejudge: bool = True
+    # hist_ycbcr is not drawn for regions under this share of the frame: its per-channel
+    # histogram match fringes small regions (a green crescent on an amber headlight).
+    hist_min_fg_ratio: float = Field(0.02, ge=0.0, le=1.0)
     jpeg_quality: int = Field(95, ge=50, le=100)
 
     @field_validator("recipes")

@@ -1,9 +1,12 @@
-"""Arrow schema of one shard row (one training triple), version 3.
+"""Arrow schema of one shard row (one training triple), version 5.
 
 Column groups follow DESIGN.md. v2: ``caption_candidates`` became (text, CLIP score)
 structs, best first, and the caption and embedding columns are filled by the captions
 stage (null when it is off). v3: ``realism``, the realism judge's features of the row
 (``tasks/realism.py``), so a built dataset can be re-filtered with other thresholds.
+v4: ``realism.outline_contrast``. v5: the mask composited with is the polygon fitted to
+the photo's edges where the fit agrees with it (``mask_source``); the annotation's own
+polygon mask stays in ``polygon_mask`` (segmentation metrics against VGPhraseCut).
 The CLIP model id and embedding width are in each file's
 metadata (``phraseharmony.clip_model``, ``phraseharmony.clip_dim``).
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 _relation = pa.list_(pa.list_(pa.string()))
 _embedding = pa.list_(pa.float16())
@@ -23,6 +26,8 @@ REALISM_FIELDS: list[tuple[str, str]] = [
     ("delta_e", "mean CIEDE2000 (as the delta_e column)"),
     ("fmse", "fMSE (as the fmse column)"),
     ("visibility", "ΔE76 between the region's mean colours x fg_ratio^0.25"),
+    ("fg_ratio", "the mask's share of the frame (as the fg_ratio column: the visibility floor "
+                 "is higher for small regions)"),
     ("fg_chroma", "the target region's mean CIELAB chroma"),
     ("fg_chroma_ratio", "composite region's mean chroma / target's (floor 2)"),
     ("fg_spread", "sqrt(var a* + var b*) of the composite region"),
@@ -37,6 +42,8 @@ REALISM_FIELDS: list[tuple[str, str]] = [
     ("outline_contrast", "the photo's ΔE76 across the mask's outline (upper quartile), at "
                          "1/4 size in 12-px windows (for lut_pair the photo before look B; "
                          "-1: the outline is only the image border)"),
+    ("seam", "share of the outline (1/4 size) where the photo shows no edge (ΔE76 < 6) and the "
+             "composite a step at least 8 larger: a seam the change made"),
 ]
 _realism = pa.struct([pa.field(name, pa.float32(), nullable=False, metadata={"doc": doc})
                       for name, doc in REALISM_FIELDS])
@@ -63,7 +70,13 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     # pixels
     ("target", pa.binary(), False, "JPEG: the real (or SSH-graded) image"),
     ("composite", pa.binary(), False, "JPEG: the target with its foreground recoloured"),
-    ("mask", pa.binary(), False, "PNG, 1-bit: the foreground region"),
+    ("mask", pa.binary(), False, "PNG, 1-bit: the foreground region, as composited and measured"),
+    ("polygon_mask", pa.binary(), False, "PNG, 1-bit: the annotation's polygon mask (VGPhraseCut's "
+     "rasterization rule); equal to mask when mask_source is polygon"),
+    ("mask_source", pa.string(), False, "fitted (the polygon fitted to the photo's edges, "
+     "tasks/mask_fit.py) | polygon (the fit was off or did not agree with the polygon)"),
+    ("mask_fit_iou", pa.float32(), False, "IoU of the GrabCut fit with the polygon mask, kept or not "
+     "(kept when >= masks.fit_min_iou; 1 when no fit was tried)"),
     ("width", pa.int32(), False, "stored width"),
     ("height", pa.int32(), False, "stored height"),
     ("orig_width", pa.int32(), False, "width of the source photo"),

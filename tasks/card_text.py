@@ -41,6 +41,8 @@ REASONS = {
     "new_clipping": "a large share of the region was newly blown out or crushed",
     "no_outline": "the photo shows no edge where the mask ends: a shape cut out of a "
                   "surface, not an object",
+    "seam": "the change drew an edge where the photo has none (the mask cuts through the "
+            "background: a panel)",
     "mask_too_thin": "the mask has no interior once its 2-px edge band is taken off",
     "mask_empty": "the mask has no pixels",
     "phrase_names_stuff": "the phrase names stuff (sky, grass, wall, ...), not an object "

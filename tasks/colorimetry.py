@@ -125,13 +125,26 @@ def _errors(a, b, mask, stride, lin, m, white):
     return float(sse), float(sse_fg), n_fg, de_sum, de_n
 
 
+def delta_e_stride(n_fg: int) -> int:
+    """Every how many foreground pixels (raster order) the mean ΔE takes one."""
+    return max(1, -(-int(n_fg) // DELTA_E_MAX_PIXELS))
+
+
+def mean_delta_e(pred_px: np.ndarray, target_px: np.ndarray) -> float:
+    """Mean CIEDE2000 of two (n, 3) uint8 pixel lists: on a region's pixels at
+    ``delta_e_stride`` it is bit for bit ``error_sums``' ΔE (the same sum, in order)."""
+    a, b = np.ascontiguousarray(pred_px), np.ascontiguousarray(target_px)
+    _, _, _, de_sum, de_n = _errors(a, b, np.ones(len(a), np.bool_), 1, _LINEAR, _M, _WHITE)
+    return de_sum / de_n if de_n else 0.0
+
+
 def error_sums(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float, int, float]:
     """(sum of squared error over all pixels and channels, the same over the foreground,
     foreground pixel count, mean CIEDE2000 over (up to 1,024 of) the foreground)."""
     a = np.ascontiguousarray(pred).reshape(-1, 3)
     b = np.ascontiguousarray(target).reshape(-1, 3)
     m = np.ascontiguousarray(mask).reshape(-1)
-    stride = max(1, -(-int(m.sum()) // DELTA_E_MAX_PIXELS))
+    stride = delta_e_stride(m.sum())
     sse, sse_fg, n_fg, de_sum, de_n = _errors(a, b, m, stride, _LINEAR, _M, _WHITE)
     return sse, sse_fg, n_fg, (de_sum / de_n if de_n else 0.0)
 

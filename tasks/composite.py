@@ -23,7 +23,8 @@ from schemas.config import LUT_RECIPES, SynthesisConfig
 from tasks.lut_kernels import composite_u8
 from tasks.luts import Lut3D
 from tasks.metrics import difficulty
-from tasks.realism import features, reasons
+from tasks.prejudge import Probe, looks_on, prejudge
+from tasks.realism import Outline, features, reasons
 from tasks.references import Reference
 from tasks.transfers import TransferError, transfer
 
@@ -59,17 +60,28 @@ def apply_lut_pair(img: np.ndarray, mask: np.ndarray, lut_a: Lut3D, lut_b: Lut3D
     return composite_u8(img, mask, lut_a, lut_b, strength)
 
 
-def draw_looks(recipe: str, img: np.ndarray, mask: np.ndarray, luts: dict[str, Lut3D],
-               rng: np.random.Generator, strength: float) -> tuple[np.ndarray, np.ndarray, str, str | None]:
-    """A LUT recipe's draw: (target, composite, look A, look B or None); looks are drawn
-    from ``luts`` in id order."""
+def pick_looks(recipe: str, luts: dict[str, Lut3D], rng: np.random.Generator) -> tuple[str, str | None]:
+    """A LUT recipe's looks: (look A, look B or None), drawn from ``luts`` in id order."""
     ids = sorted(luts)
     if recipe == "lut_fg":
-        lut_a = ids[int(rng.integers(len(ids)))]
-        return (*apply_lut_fg(img, mask, luts[lut_a], strength), lut_a, None)
+        return ids[int(rng.integers(len(ids)))], None
     i, j = rng.choice(len(ids), size=2, replace=False)
-    lut_a, lut_b = ids[int(i)], ids[int(j)]
-    return (*apply_lut_pair(img, mask, luts[lut_a], luts[lut_b], strength), lut_a, lut_b)
+    return ids[int(i)], ids[int(j)]
+
+
+def render_looks(img: np.ndarray, mask: np.ndarray, luts: dict[str, Lut3D], lut_a: str, lut_b: str | None,
+                 strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """(target, composite) of a LUT recipe's draw."""
+    if lut_b is None:
+        return apply_lut_fg(img, mask, luts[lut_a], strength)
+    return apply_lut_pair(img, mask, luts[lut_a], luts[lut_b], strength)
+
+
+def draw_looks(recipe: str, img: np.ndarray, mask: np.ndarray, luts: dict[str, Lut3D],
+               rng: np.random.Generator, strength: float) -> tuple[np.ndarray, np.ndarray, str, str | None]:
+    """A LUT recipe's draw: (target, composite, look A, look B or None)."""
+    lut_a, lut_b = pick_looks(recipe, luts, rng)
+    return (*render_looks(img, mask, luts, lut_a, lut_b, strength), lut_a, lut_b)
 
 
 def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -79,9 +91,9 @@ def choose_recipe(rng: np.random.Generator, weights: dict[str, float]) -> str:
 
 
 def judge(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, metrics: dict[str, float],
-          cfg: SynthesisConfig, outline: float | None = None) -> tuple[list[str], dict[str, float] | None]:
+          cfg: SynthesisConfig, outline: Outline | None = None) -> tuple[list[str], dict[str, float] | None]:
     """The quality filter: (reasons to reject, realism features); no reasons = keep.
-    ``outline``: the photo's outline contrast around the mask, when measured once per task."""
+    ``outline``: the photo's outline around the mask, when measured once per task."""
     if metrics["fmse"] > cfg.max_fmse or metrics["delta_e"] > cfg.max_delta_e:
         return ["fg_change_above_max"], None
     found = features(target, composite, mask, metrics, outline)
@@ -96,7 +108,8 @@ PickReference = Callable[[np.random.Generator], "Reference | str"]
 def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                rng: np.random.Generator, luts: dict[str, Lut3D],
                pick_reference: PickReference | None = None,
-               rejections: Counter | None = None, outline: float | None = None) -> Composite | str:
+               rejections: Counter | None = None, outline: Outline | None = None,
+               region: Probe | None = None) -> Composite | str:
     """One composite for (img, mask), or the reason there is none.
 
     The recipe is drawn once (so the configured mixture holds); LUTs, references and
@@ -104,10 +117,17 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
     with no same-category reference falls back to the LUT recipes (counted).
     ``rejections`` counts, per recipe, the draws judged (``judged:<recipe>``) and each
     reason the judge gave (``<recipe>:<reason>``). ``outline``: the photo's
-    ``tasks.realism.mask_outline_contrast`` around the mask, measured once by the caller.
+    ``tasks.realism.mask_outline`` around the mask, measured once by the caller.
+    ``region``: ``tasks.prejudge.probe`` of the mask, once per task: a LUT draw is then
+    judged on those pixels before it is rendered (``prejudged_<recipe>`` counts the
+    draws turned down there).
     """
     rejections = rejections if rejections is not None else Counter()
-    recipe = choose_recipe(rng, cfg.recipes)
+    weights = cfg.recipes
+    if float(mask.mean()) < cfg.hist_min_fg_ratio and weights.get("hist_ycbcr", 0) > 0 and any(
+            w > 0 for r, w in weights.items() if r != "hist_ycbcr"):
+        weights = {r: w for r, w in weights.items() if r != "hist_ycbcr"}   # it fringes small regions
+    recipe = choose_recipe(rng, weights)
     reason = "no_attempt"
     for _ in range(cfg.max_attempts):
         strength = float(rng.uniform(cfg.strength_min, cfg.strength_max))
@@ -130,7 +150,18 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
             target = img
             ref_id = ref.task_id
         else:
-            target, composite, lut_a, lut_b = draw_looks(recipe, img, mask, luts, rng, strength)
+            lut_a, lut_b = pick_looks(recipe, luts, rng)
+            if region is not None and cfg.prejudge:
+                early = prejudge(*looks_on(region, luts[lut_a], luts[lut_b] if lut_b else None, strength),
+                                 region.fg_ratio, cfg)
+                if early:
+                    rejections[f"judged:{recipe}"] += 1
+                    rejections[f"prejudged_{recipe}"] += 1
+                    for reason in early:
+                        rejections[f"{recipe}:{reason}"] += 1
+                    reason = early[0]
+                    continue
+            target, composite = render_looks(img, mask, luts, lut_a, lut_b, strength)
         metrics = difficulty(composite, target, mask)
         found, realism = judge(target, composite, mask, metrics, cfg, outline)
         rejections[f"judged:{recipe}"] += 1

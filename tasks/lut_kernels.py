@@ -104,12 +104,14 @@ def _composite(px, mask, off_a, frac_a, t_a, n_a, off_b, frac_b, t_b, n_b, pair,
 
 
 def apply_u8(px: np.ndarray, lut, interpolation: str = "tetrahedral",
-             out: np.ndarray | None = None) -> np.ndarray:
-    """(M, 3) uint8 -> (M, 3) uint8 through ``lut`` (a ``tasks.luts.Lut3D``)."""
+             out: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
+    """(M, 3) uint8 -> (M, 3) uint8 through ``lut`` (a ``tasks.luts.Lut3D``), blended
+    toward the input by ``strength`` (tetrahedral only) as ``composite_u8`` blends."""
     off, frac = lut.positions
     out = np.empty_like(px) if out is None else out
     if interpolation == "tetrahedral":
-        _apply_tetra(px, off, frac, lut.flat_table, lut.size, out, _ONE)
+        _apply_tetra(px, off, frac, lut.flat_table, lut.size, out,
+                     _ONE if strength == 1.0 else np.float32(strength))
     elif interpolation == "trilinear":
         _apply_trilinear(px, off, frac, lut.flat_table, lut.size, out)
     else:

@@ -7,7 +7,8 @@ dataset's. Each reason is one measured feature against one threshold
 (``schemas.config.RealismConfig``, where each threshold's reason is given):
 
 - ``invisible_change``: the foreground barely changed (mean ΔE2000, fMSE);
-- ``fg_greyed``: a colourful foreground lost most of its chroma;
+- ``fg_greyed``: a colourful foreground lost most of its chroma (a strongly coloured
+  one, more than half of it);
 - ``fg_colourised``: a near-neutral foreground became strongly coloured;
 - ``mono_scene``: a colourful foreground in a monochrome (or one-tint) scene;
 - ``hue_rotated``: a chromatic foreground's mean hue turned far (another object colour,
@@ -21,6 +22,9 @@ dataset's. Each reason is one measured feature against one threshold
   out of a continuous surface: a rectangle of sky, a strip along the image border, a
   lattice's polygon filled with the sky behind it); recolouring it paints a shape, not
   an object in another light;
+- ``seam``: along a share of the outline the photo shows no edge and the composite
+  shows one (a loose polygon's panel cut through the background), even where the rest
+  of the outline is a real edge;
 - ``mask_too_thin``: the mask has no interior to measure once its edge band is taken off.
 
 Every feature is returned by ``features`` (stored per row, so users can re-filter with
@@ -30,6 +34,7 @@ other thresholds); ``reasons`` applies the thresholds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -57,10 +62,14 @@ MARGIN = 2
 OUTLINE_WINDOW = 3
 # An outline pixel needs this many pixels of each side in its window.
 OUTLINE_MIN_SIDE = 2
+# A seam: where the photo's step across the outline is under SEAM_PHOTO_FLAT (ΔE76: no
+# edge there; the outline contrast's own floor is 7) and the composite's is at least
+# SEAM_STEP more (a step a reviewer sees at 1x).
+SEAM_PHOTO_FLAT, SEAM_STEP = 6.0, 8.0
 FEATURES = tuple(name for name, _doc in REALISM_FIELDS)   # the shards' ``realism`` struct
 REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "mono_scene", "hue_rotated",
            "chroma_speckle", "boundary_halo", "texture_changed", "new_clipping", "no_outline",
-           "mask_too_thin", "mask_empty")
+           "seam", "mask_too_thin", "mask_empty")
 _KERNEL = np.ones((3, 3), np.uint8)
 
 
@@ -114,18 +123,14 @@ def _clipped(rgb: np.ndarray) -> np.ndarray:
     return cv2.inRange(rgb, (245, 245, 245), (255, 255, 255)) | cv2.inRange(rgb, (0, 0, 0), (6, 6, 6))
 
 
-def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
-    """How much the image changes across the mask's outline: the upper quartile, over
-    the mask's edge pixels, of ΔE76 between the mean colour of the mask's pixels and of
-    the other pixels in the window around each. An object's outline runs on an edge of
-    the photo for a good part of its length (not all: a tabby cat on a like-coloured
-    rug); a region cut out of a continuous surface has none anywhere. -1 where the
-    outline never runs inside the image.
-
-    ``lab_img`` and the 0/1 ``mask8`` at the size to measure at (see ``_shrunk``)."""
+def outline_steps(lab_img: np.ndarray, mask8: np.ndarray) -> np.ndarray | None:
+    """Per outline pixel of the mask, ΔE76 between the mean colour of the mask's pixels
+    and of the other pixels in the window around it; None where the outline never runs
+    inside the image. ``lab_img`` and the 0/1 ``mask8`` at the size to measure at (see
+    ``_shrunk``); the outline pixels come in a fixed order, so two images' steps pair up."""
     ys, xs = np.nonzero(mask8 - cv2.erode(mask8, _KERNEL))   # (the image border is no edge)
     if not len(ys):
-        return -1.0
+        return None
 
     def window_sums(img):   # outside the image counts as neither side
         return cv2.boxFilter(img, cv2.CV_32F, (OUTLINE_WINDOW, OUTLINE_WINDOW), normalize=False,
@@ -136,10 +141,29 @@ def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
     n_out = window_sums(np.ones_like(mask8)) - n_in
     ok = ((n_in >= OUTLINE_MIN_SIDE) & (n_out >= OUTLINE_MIN_SIDE))[:, 0]
     if not ok.any():
-        return -1.0
+        return None
     s_in, s_all, n_in, n_out = s_in[ok], s_all[ok], n_in[ok], n_out[ok]
     step = s_in / n_in - (s_all - s_in) / n_out
-    return float(np.percentile(np.linalg.norm(step, axis=1), 75))
+    return np.linalg.norm(step, axis=1)
+
+
+def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
+    """How much the image changes across the mask's outline: the upper quartile of
+    ``outline_steps``. An object's outline runs on an edge of the photo for a good part
+    of its length (not all: a tabby cat on a like-coloured rug); a region cut out of a
+    continuous surface has none anywhere. -1 where the outline never runs inside the
+    image."""
+    return _outline(lab_img, mask8).contrast
+
+
+def seam_share(target_steps: np.ndarray | None, composite_steps: np.ndarray | None) -> float:
+    """The share of the outline along which the photo shows no edge and the composite
+    shows one: a seam the change made (a loose polygon's panel cut through the
+    background). 0 where there is no outline."""
+    if target_steps is None or composite_steps is None or not len(target_steps):
+        return 0.0
+    seam = (target_steps < SEAM_PHOTO_FLAT) & (composite_steps >= target_steps + SEAM_STEP)
+    return float(seam.mean())
 
 
 def _crop(mask8: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -158,10 +182,28 @@ def _shrunk(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (max(1, w // SHRINK), max(1, h // SHRINK)), interpolation=cv2.INTER_AREA)
 
 
+@dataclass(frozen=True)
+class Outline:
+    """What the photo shows along a mask's outline, measured once per task."""
+
+    contrast: float                 # ``outline_contrast`` (-1: no outline inside the image)
+    steps: np.ndarray | None        # ``outline_steps``, for the seam feature
+
+
+def _outline(lab_small: np.ndarray, mask8_small: np.ndarray) -> Outline:
+    steps = outline_steps(lab_small, mask8_small)
+    return Outline(-1.0 if steps is None else float(np.percentile(steps, 75)), steps)
+
+
+def mask_outline(rgb: np.ndarray, mask: np.ndarray) -> Outline:
+    """The photo's outline contrast and steps around a bool mask: the build checks each
+    task's mask once, before drawing composites for it."""
+    return _outline(lab(_shrunk(rgb)), _shrunk(mask.astype(np.uint8)))
+
+
 def mask_outline_contrast(rgb: np.ndarray, mask: np.ndarray) -> float:
-    """``outline_contrast`` of a uint8 RGB image around a bool mask (-1 for an empty
-    mask): the build checks each task's mask once, before drawing composites for it."""
-    return outline_contrast(lab(_shrunk(rgb)), _shrunk(mask.astype(np.uint8)))
+    """``outline_contrast`` of a uint8 RGB image around a bool mask (-1 for an empty mask)."""
+    return mask_outline(rgb, mask).contrast
 
 
 def _hue_angle(u: np.ndarray, v: np.ndarray) -> float:
@@ -173,13 +215,13 @@ def _hue_angle(u: np.ndarray, v: np.ndarray) -> float:
 
 def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
              metrics: dict[str, float] | None = None,
-             outline: float | None = None) -> dict[str, float] | str:
+             outline: Outline | None = None) -> dict[str, float] | str:
     """Every feature of the triple (finite floats), or the reason none can be measured.
 
     ``metrics``: ``tasks.metrics.difficulty`` of the same triple when the caller has it.
-    ``outline``: ``mask_outline_contrast`` of the photo when the caller has it: it
-    depends on the photo and the mask only, so the build measures it once per task
-    (for ``lut_pair``, on the photo before look B), not on every draw.
+    ``outline``: ``mask_outline`` of the photo when the caller has it: it depends on the
+    photo and the mask only, so the build measures it once per task (for ``lut_pair``,
+    on the photo before look B), not on every draw.
     Masked statistics are OpenCV's (one pass each, no boolean indexing): the judge runs
     on every draw of the build."""
     if target.shape != composite.shape or target.shape[:2] != mask.shape or target.ndim != 3:
@@ -221,24 +263,26 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     # on the images shrunk.
     small_m8 = _shrunk(m8)
     small_bg = (small_m8 == 0).view(np.uint8)
+    small_c = lab(_shrunk(composite))
+    photo = outline if outline is not None else _outline(lab(_shrunk(target)), small_m8)
     out = {
         "delta_e": float(metrics["delta_e"]), "fmse": float(metrics["fmse"]),
         "visibility": visibility,
+        "fg_ratio": float(m8.mean()),
         "fg_chroma": chroma_t,
         # Floors on the denominators: near-grey, flat regions give ratios of noise.
         "fg_chroma_ratio": chroma_c / max(chroma_t, 2.0),
         "fg_spread": spread_c,
         # A light change moves a region's colours together; a one-tint look collapses them.
         "spread_ratio": spread_c / max(spread_t, 2.0),
-        "bg_spread": (_stats(lab(_shrunk(composite)), small_bg)[1]
-                      if cv2.countNonZero(small_bg) > 1 else -1.0),
+        "bg_spread": _stats(small_c, small_bg)[1] if cv2.countNonZero(small_bg) > 1 else -1.0,
         "hue_shift": hue,
         "speckle_ratio": hf_c / max(hf_t, 0.5),
         "halo": halo,
         "texture_ratio": tex_c / max(tex_t, 1.0) if tex_t >= 1.0 else 1.0,
         "new_clip": new_clip,
-        "outline_contrast": (outline if outline is not None
-                             else outline_contrast(lab(_shrunk(target)), small_m8)),
+        "outline_contrast": photo.contrast,
+        "seam": seam_share(photo.steps, outline_steps(small_c, small_m8)),
     }
     return {k: (v if np.isfinite(v) else 0.0) for k, v in out.items()}
 
@@ -246,10 +290,12 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
 def reasons(f: dict[str, float], cfg: RealismConfig = RealismConfig()) -> list[str]:
     """The thresholds applied to ``features``' values: why the composite is not kept."""
     out = []
+    small = f["fg_ratio"] < cfg.small_region
     if (f["delta_e"] < cfg.min_delta_e or f["fmse"] < cfg.min_fmse
-            or f["visibility"] < cfg.min_visibility):
+            or f["visibility"] < (cfg.min_visibility_small if small else cfg.min_visibility)):
         out.append("invisible_change")
-    if f["fg_chroma"] >= cfg.chromatic and f["fg_chroma_ratio"] < cfg.min_chroma_ratio:
+    if (f["fg_chroma"] >= cfg.chromatic and f["fg_chroma_ratio"] < cfg.min_chroma_ratio) or (
+            f["fg_chroma"] >= cfg.saturated_chroma and f["fg_chroma_ratio"] < cfg.min_saturated_chroma_ratio):
         out.append("fg_greyed")
     if f["fg_chroma"] < cfg.chromatic and f["fg_chroma"] * f["fg_chroma_ratio"] > cfg.colourised_chroma:
         out.append("fg_colourised")
@@ -267,6 +313,8 @@ def reasons(f: dict[str, float], cfg: RealismConfig = RealismConfig()) -> list[s
         out.append("new_clipping")
     if 0 <= f["outline_contrast"] < cfg.min_outline_contrast:
         out.append("no_outline")
+    if f["seam"] > cfg.max_seam:
+        out.append("seam")
     return out
 
 

@@ -16,8 +16,10 @@ from schemas.config import RunConfig
 from tasks.annotations import SkipLog
 from tasks.captions.join import CaptionJoin
 from tasks.composite import sample_seed, synthesize
+from tasks.mask_fit import fit_mask
 from tasks.masks import degenerate_polygon_count, polygon_problem, stored_mask
-from tasks.realism import mask_outline_contrast
+from tasks.prejudge import probe
+from tasks.realism import mask_outline
 from tasks.references import ReferencePool, region_colour
 from tasks.shard_plan import uses_references
 
@@ -47,7 +49,8 @@ def bbox_of(mask: np.ndarray) -> list[float]:
 
 
 def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Counter) -> np.ndarray | None:
-    """The stored-size mask of a task, or None (counted) when it cannot be used."""
+    """The stored-size polygon mask of a task, or None (counted) when it cannot be used
+    (``task_rows`` then fits it to the photo's edges)."""
     syn, w, h = cfg.synthesis, task["image_width"], task["image_height"]
     if task["phrase_name"].strip().lower() in syn.skip_head_nouns:
         skips.add("phrase_names_stuff", task["task_id"])
@@ -81,17 +84,22 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     ``text`` holds the image's caption columns and the phrase's CLIP embedding."""
     text = text or CaptionJoin()
     syn = cfg.synthesis
-    mask = task_mask(task, cfg, skips, notes)
-    if mask is None:
+    polygon = task_mask(task, cfg, skips, notes)
+    if polygon is None:
         return []
-    outline = mask_outline_contrast(img, mask)   # the photo's and the mask's: once per task
-    if 0 <= outline < syn.realism.min_outline_contrast:
+    fit = fit_mask(img, polygon, cfg.masks)
+    mask = fit.mask
+    notes[f"mask_{fit.source}" + (f"_{fit.reason}" if fit.reason and fit.reason != "fit_off" else "")] += 1
+    outline = mask_outline(img, mask)   # the photo's and the mask's: once per task
+    if 0 <= outline.contrast < syn.realism.min_outline_contrast:
         # Every draw would be judged no_outline: the photo shows no edge where it ends.
         skips.add("mask_no_outline", task["task_id"])
         return []
     mask_png, bbox, fg_ratio = encode_mask_png(mask), bbox_of(mask), float(mask.mean())
+    polygon_png = mask_png if fit.source == "polygon" else encode_mask_png(polygon)
 
     source_ab = region_colour(img[mask])[1] if uses_references(cfg) else None
+    region = probe(img, mask)
 
     def pick(rng):
         return refs.pick(rng, task["split"], task["phrase_name"], task["image_id"], tried, source_ab)
@@ -100,7 +108,7 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     for k in range(syn.composites_per_task):
         sample_id = f"{task['task_id']}#{k}"
         seed = sample_seed(cfg.seed, sample_id)
-        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts, pick, notes, outline)
+        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts, pick, notes, outline, region)
         if isinstance(result, str):
             skips.add(result, sample_id)
             continue
@@ -112,7 +120,8 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
             **text.image_fields(task["image_id"]),
             "target": encode_jpeg(result.target, syn.jpeg_quality),
             "composite": encode_jpeg(result.composite, syn.jpeg_quality),
-            "mask": mask_png, "width": syn.size, "height": syn.size,
+            "mask": mask_png, "polygon_mask": polygon_png, "mask_source": fit.source,
+            "mask_fit_iou": fit.iou, "width": syn.size, "height": syn.size,
             "orig_width": orig_size[0], "orig_height": orig_size[1],
             "fg_ratio": fg_ratio, "bbox": bbox,
             "recipe": result.recipe, "lut_fg": result.lut_fg, "lut_bg": result.lut_bg,

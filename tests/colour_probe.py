@@ -22,11 +22,14 @@ CIRCLES = ((64, 64, 36), (45, 80, 25), (85, 50, 30))
 
 def main() -> dict[str, str]:
     from lut_library import build_library
-    from schemas.config import MaskConfig
+    from schemas.config import MaskConfig, SynthesisConfig
+    from tasks.colorimetry import delta_e_stride
     from tasks.composite import draw_looks
     from tasks.images import decode_resized
+    from tasks.mask_fit import fit_mask
     from tasks.masks import stored_mask
     from tasks.metrics import difficulty
+    from tasks.prejudge import prejudge
     from tasks.realism import features
     from tasks.sample_photos import SAMPLE_PHOTOS, load_photo
     from tasks.samples import encode_jpeg, encode_mask_png
@@ -34,7 +37,7 @@ def main() -> dict[str, str]:
 
     # The codec path of a row: the photo's JPEG decoded and resized, a polygon mask,
     # the three encodes.
-    photos, codec = [], hashlib.sha256()
+    photos, codec, fits = [], hashlib.sha256(), hashlib.sha256()
     for key in SAMPLE_PHOTOS.values():
         photo = load_photo(key)[..., :3]
         img, _ = decode_resized(cv2.imencode(".jpg", photo[..., ::-1])[1], SIZE)
@@ -43,10 +46,13 @@ def main() -> dict[str, str]:
         mask = stored_mask(polygon, w, h, SIZE, MaskConfig())
         codec.update(img.tobytes() + encode_jpeg(img, 95) + encode_mask_png(mask))
         photos.append(img)
+        # The mask fit (GrabCut: k-means, Gaussian mixtures, a graph cut) on the row's mask.
+        fit = fit_mask(img, mask, MaskConfig(fit_min_iou=0.0, fit_max_boundary_px=1e9))
+        fits.update(fit.mask.tobytes() + np.array([fit.iou, fit.boundary_px]).tobytes())
     yy, xx = np.mgrid[:SIZE, :SIZE]
     masks = [(yy - cy) ** 2 + (xx - cx) ** 2 < r * r for cy, cx, r in CIRCLES]
     luts = build_library(photographic_only=True)
-    digests = {"codec": codec.hexdigest()[:16]}
+    digests = {"codec": codec.hexdigest()[:16], "mask fit": fits.hexdigest()[:16]}
     for method in ("reinhard", "xiao_rgb", "hist_ycbcr", "idt", "lut_fg", "lut_pair"):
         pixels, measures = hashlib.sha256(), hashlib.sha256()
         for i, img in enumerate(photos):
@@ -62,6 +68,10 @@ def main() -> dict[str, str]:
                     pixels.update(err.reason.encode())
                     continue
                 pixels.update(target.tobytes() + comp.tobytes())
+                # The early decision on the region's probe pixels (a choice of rows).
+                step = delta_e_stride(mask.sum())
+                pixels.update(repr(prejudge(target[mask][::step], comp[mask][::step], float(mask.mean()),
+                                            SynthesisConfig())).encode())
                 got = {**difficulty(comp, target, mask), **features(target, comp, mask)}
                 measures.update(np.array([got[k] for k in sorted(got)], np.float64).tobytes())
         digests[method] = pixels.hexdigest()[:16]

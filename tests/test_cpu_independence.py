@@ -49,7 +49,7 @@ def test_colour_work_is_bit_identical_across_runs_and_cpu_kernels(tmp_path):
     other addresses: with cv2.magnitude, whose rounding followed a buffer's alignment, the
     judge's stored features of the same triple differed even between two plain runs.)"""
     here, kernels = _probe({})
-    assert set(here) == {"codec", "look tables"} | {
+    assert set(here) == {"codec", "mask fit", "look tables"} | {
         f"{m}{s}" for m in ("reinhard", "xiao_rgb", "hist_ycbcr", "idt", "lut_fg", "lut_pair")
         for s in ("", " measures")}
     other, forced = _probe({**OTHER_CPU, "NUMBA_CACHE_DIR": str(tmp_path / "numba")})

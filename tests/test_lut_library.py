@@ -145,9 +145,10 @@ def test_subtle_and_non_photographic_looks_stay_out_of_composites():
     assert set(every) == set(builtin_luts()) and set(lib) < set(every)
     assert all(chart_delta_e(lut) >= 6.0 and non_photographic(lut) is None for lut in lib.values())
     assert all(chart_delta_e(every[k]) < 6.0 or non_photographic(every[k]) for k in set(every) - set(lib))
-    # Measured, not listed: exactly the monochrome, zero-saturation and channel-swap looks.
+    # Measured, not listed: exactly the monochrome, toned, desaturating and channel-swap looks.
     manifest = {e["id"]: e for e in json.loads(MANIFEST.read_text())["looks"]}
     assert {k for k, e in manifest.items() if not e["composite"]} == {
-        "saturation_0.0", "mix_channel_swap_rb", *(f"mono_{t}_0.95" for t in (
-            "sepia", "cyanotype", "selenium", "gold", "green", "blue"))}
+        "saturation_0.0", "saturation_0.3", "combo_flat_log_like", "combo_sunset_mono",
+        "mix_channel_swap_rb", *(f"mono_{t}_{a}" for t in (
+            "sepia", "cyanotype", "selenium", "gold", "green", "blue") for a in ("0.95", "0.60"))}
     assert all(e["not_in_composites_because"] for e in manifest.values() if not e["composite"])

@@ -125,17 +125,22 @@ def test_thresholds_come_from_the_config(scene):
 
 def test_the_judge_on_the_rows_judged_by_eye():
     """162 rows of the pre-judge builds, judged by eye (docs/realism.md has the table).
-    The numbers it is held to are the ones measured, with a margin for platform noise."""
+    The numbers it is held to are the ones measured, with a margin for platform noise.
+    Since the review of the six-recipe build (seams, the small-region visibility floor,
+    greyed saturated regions) it also turns down 65% of this set's plausible verdicts:
+    they were given on target | composite sheets, where a loose polygon's seam and a
+    small region's faint change do not show; on the review's sheets (with the 4x
+    difference) those read as artifacts and near no-ops (docs/realism.md)."""
     rows = labelled_rows()
     assert len(rows) >= 150 and {r["recipe"] for r in rows} == {
         "lut_pair", "lut_fg", "reinhard", "xiao_rgb", "hist_ycbcr", "idt"}
     s = summary(rows, judge_rows(rows))
     bad = (s["rate"]["absurd"] * s["n"]["absurd"] + s["rate"]["artifact"] * s["n"]["artifact"]) / (
         s["n"]["absurd"] + s["n"]["artifact"])
-    assert bad >= 0.60
-    assert s["rate"]["no_op"] >= 0.75
-    assert s["rate"]["plausible"] <= 0.30
-    assert s["precision"] >= 0.82
+    assert bad >= 0.83
+    assert s["rate"]["no_op"] >= 0.90
+    assert s["rate"]["plausible"] <= 0.70
+    assert s["precision"] >= 0.74
 
 
 def test_stuff_phrases_and_box_masks_are_counted_skips():
@@ -163,7 +168,7 @@ def test_a_region_cut_out_of_a_continuous_surface_has_no_outline(scene):
 
     from schemas.config import RunConfig
     from tasks.annotations import SkipLog
-    from tasks.realism import mask_outline_contrast
+    from tasks.realism import mask_outline, mask_outline_contrast
     from tasks.samples import task_rows
 
     sky = cv2.resize(load_photo("rocket"), (256, 256), interpolation=cv2.INTER_AREA)
@@ -183,7 +188,7 @@ def test_a_region_cut_out_of_a_continuous_surface_has_no_outline(scene):
     # Measured once per task on the photo (as the build does), or by the judge itself
     # from the target: the same when the target is the photo.
     comp = recolour(img, mask, build_library()["combo_golden_hour"].apply)
-    assert features(img, comp, mask, outline=mask_outline_contrast(img, mask)) == features(img, comp, mask)
+    assert features(img, comp, mask, outline=mask_outline(img, mask)) == features(img, comp, mask)
 
     cfg, skips = RunConfig(), SkipLog()
     task = {"task_id": "1__1", "image_id": 1, "split": "train", "phrase_name": "kite",

@@ -1,0 +1,157 @@
+"""Review composites as a harmonization researcher does: blind sheets from one or more builds.
+
+    .venv/bin/python bench/review.py build OUT [--images 104] [--inputs DIR]   # six recipes, equal weight
+    .venv/bin/python bench/review.py sheets OUT_A [OUT_B ...] --dest DIR [--per-recipe 8]
+
+``build`` makes ``bench/stages.py``'s replicated input (the bundled sample's photos,
+each replica graded by a photographic look) and builds it with the checkout's code and
+every recipe at equal weight. ``sheets`` draws ``--per-recipe`` random rows per recipe
+from each build, shuffles them together (the reviewer does not know which build a row
+comes from) and writes numbered sheets, 8 rows each: composite | target | the mask's
+outline on the target | 4x |composite - target|, 256 px. ``key.csv`` says which build and
+row each number is; the reviewer writes one verdict per number (plausible, no_op,
+absurd, artifact) and ``bench/review.py score key.csv verdicts.csv`` prints the shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+EQUAL = {"lut_pair": 1.0, "lut_fg": 1.0, "reinhard": 1.0, "xiao_rgb": 1.0, "hist_ycbcr": 1.0, "idt": 1.0}
+VERDICTS = ("plausible", "no_op", "absurd", "artifact")
+
+
+def build(out: Path, images: int, inputs: Path | None) -> None:
+    """Build the replicated input with every recipe at equal weight. ``inputs``: a folder
+    holding (or to hold) the input, so two checkouts' builds read the very same photos."""
+    from bench.stages import make_input
+
+    work = inputs or Path(tempfile.mkdtemp(prefix="ph-review-"))
+    try:
+        ann, photos = work / "ann", work / "photos"
+        if not (ann / "refer_train.json").exists():
+            ann, photos = make_input(work, images)
+        sets = [f"annotations.dir={ann}", "annotations.splits=[train]", "images.source=local",
+                f"images.dir={photos}", "shards.images_per_shard=200", "captions.enabled=false",
+                f"synthesis.recipes={json.dumps(EQUAL)}"]
+        subprocess.run([sys.executable, "-m", "flows.cli", "build", "--config",
+                        str(ROOT / "configs" / "sample.yaml"), "--out", str(out),
+                        *[a for s in sets for a in ("--set", s)]], cwd=ROOT, check=True)
+    finally:
+        if inputs is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _rows(out: Path) -> list[dict]:
+    import pyarrow.dataset as ds
+
+    return ds.dataset(out / "data").to_table(columns=["sample_id", "recipe", "target", "composite",
+                                                       "mask"]).to_pylist()
+
+
+def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, label: str = "") -> np.ndarray:
+    """composite | target | outline on the target | 4x difference, each 256 px."""
+    import cv2
+
+    outline = target.copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(outline, contours, -1, (0, 255, 0), 1)
+    diff = np.clip(np.abs(composite.astype(np.int16) - target.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
+    row = np.concatenate([composite, target, outline, diff], axis=1)
+    if label:
+        cv2.rectangle(row, (0, 0), (9 * len(label) + 6, 16), (0, 0, 0), -1)
+        cv2.putText(row, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+    return row
+
+
+def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int) -> None:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    picked = []
+    for b, out in enumerate(builds):
+        by_recipe = defaultdict(list)
+        for r in _rows(out):
+            by_recipe[r["recipe"]].append(r)
+        for recipe in sorted(by_recipe):
+            rows = by_recipe[recipe]
+            for i in rng.choice(len(rows), size=min(per_recipe, len(rows)), replace=False):
+                picked.append((b, rows[int(i)]))
+    order = rng.permutation(len(picked))
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "key.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["n", "build", "sample_id", "recipe"])
+        cells = []
+        for n, k in enumerate(order):
+            b, r = picked[int(k)]
+            w.writerow([n, str(builds[b]), r["sample_id"], r["recipe"]])
+
+            def dec(data, flags=cv2.IMREAD_COLOR):
+                return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
+            target, comp = dec(r["target"])[..., ::-1], dec(r["composite"])[..., ::-1]
+            cells.append(review_row(target, comp, dec(r["mask"], cv2.IMREAD_GRAYSCALE) > 0, f"#{n}"))
+    for s in range(0, len(cells), 8):
+        cv2.imwrite(str(dest / f"sheet-{s // 8:02d}.png"), np.concatenate(cells[s:s + 8], axis=0)[..., ::-1])
+    print(f"{len(cells)} rows on {(len(cells) + 7) // 8} sheets in {dest}; key in {dest / 'key.csv'}")
+
+
+def score(key: Path, verdicts: Path) -> dict:
+    """Shares of each verdict per build and recipe (verdicts.csv: n,verdict[,note])."""
+    keys = {int(r["n"]): r for r in csv.DictReader(key.open())}
+    got = {int(r["n"]): r["verdict"] for r in csv.DictReader(verdicts.open())}
+    table: dict = defaultdict(lambda: defaultdict(Counter))
+    for n, v in got.items():
+        if v not in VERDICTS:
+            raise SystemExit(f"{verdicts}: row {n} has verdict {v!r}; want one of {VERDICTS}")
+        table[keys[n]["build"]][keys[n]["recipe"]][v] += 1
+        table[keys[n]["build"]]["all"][v] += 1
+    for build_name, recipes in table.items():
+        print(f"\n{build_name}\n| recipe | n | " + " | ".join(VERDICTS) + " |")
+        print("|---|---|" + "---|" * len(VERDICTS))
+        for recipe in sorted(recipes, key=lambda r: (r == "all", r)):
+            c = recipes[recipe]
+            n = sum(c.values())
+            print(f"| {recipe} | {n} | " + " | ".join(f"{c[v] / n:.0%}" for v in VERDICTS) + " |")
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("out", type=Path)
+    b.add_argument("--images", type=int, default=104)
+    b.add_argument("--inputs", type=Path, help="keep (or reuse) the replicated input here")
+    s = sub.add_parser("sheets")
+    s.add_argument("builds", type=Path, nargs="+")
+    s.add_argument("--dest", type=Path, required=True)
+    s.add_argument("--per-recipe", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("score")
+    c.add_argument("key", type=Path)
+    c.add_argument("verdicts", type=Path)
+    a = ap.parse_args()
+    if a.cmd == "build":
+        build(a.out, a.images, a.inputs)
+    elif a.cmd == "sheets":
+        sheets(a.builds, a.dest, a.per_recipe, a.seed)
+    else:
+        score(a.key, a.verdicts)
+
+
+if __name__ == "__main__":
+    main()
