@@ -50,7 +50,10 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
                                       help="YAML run config (see configs/)"),
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
           set_: list[str] = typer.Option([], "--set", help="override, e.g. runner.kind=processes"),
-          verify: bool = typer.Option(False, help="re-hash finished shards before trusting them")):
+          verify: bool = typer.Option(False, help="re-hash finished shards before trusting them"),
+          dry_run: bool = typer.Option(False, "--dry-run",
+                                       help="ingest the annotations and print the projected rows, GB and "
+                                            "hours from the measured yield; fetch no image, build nothing")):
     """Run the build-dataset flow and say where the results are.
 
     The config is checked first; a dataset that is already complete and current is
@@ -63,6 +66,9 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
 
     cfg = load_config(config, list(set_), out)
     cfg = cfg.model_copy(update={"out_dir": cfg.out_dir.resolve()})
+    if dry_run:
+        _print_projection(cfg, config)
+        return
     summary = None if verify else finished_summary(cfg)
     if summary is not None:
         _print_done(summary, "all shards current: nothing to build")
@@ -96,6 +102,35 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
                       f"{summary['waiting']} wait for images to be retried (images: {summary['images']})")
         return
     _print_done(summary, f"{summary['built']} built this run")
+
+
+def _print_projection(cfg, config: Path) -> None:
+    """What the build will make, from the annotations and the measured yield."""
+    import os
+
+    import pyarrow.compute as pc
+
+    from tasks.annotations import ingest, read_annotation_table
+    from tasks.yield_report import measured, projection, settings_digest
+
+    def by_split(counts: dict) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in counts.items())
+
+    ingest(cfg)   # the annotations only (fetched when missing); no image
+    splits = read_annotation_table(cfg.annotations_path)["split"]
+    phrases = {s: int(pc.sum(pc.equal(splits, s)).as_py() or 0) for s in cfg.annotations.splits}
+    console.print(f"{sum(phrases.values()):,} phrases ({by_split(phrases)})")
+    got = measured(cfg)
+    if got is None:
+        console.print(f"[yellow]no measured yield[/] for these synthesis settings ({settings_digest(cfg)}): "
+                      f"measure it with `.venv/bin/python bench/yield.py --config {config} --save`")
+        return
+    p = projection(got["rows_per_phrase"], phrases, got["bytes_per_row"], got["seconds_per_row"])
+    cores = cfg.runner.max_workers or os.cpu_count() or 1
+    console.print(f"projected: [bold]{p['rows']:,} rows[/] ({by_split(p['rows_by_split'])}) at "
+                  f"{got['rows_per_phrase']:.3f} rows per phrase, ~{p['gb']:.1f} GB of shards, "
+                  f"~{p['core_hours']:.1f} core-hours of synthesis (~{p['core_hours'] / cores:.1f} h on "
+                  f"{cores} processes); measured {got['measured']} on {got['input']}")
 
 
 def _print_done(summary: dict, note: str) -> None:

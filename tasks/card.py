@@ -79,6 +79,7 @@ def render_card(cfg: RunConfig, manifest: dict[str, Any], stats: pa.Table,
     for i, n in enumerate(hist):
         lines.append(f"| {edges[i]:.0%}–{edges[i + 1]:.0%} | {int(n)} |")
     lines += _captions_section(out_dir, manifest)
+    lines += _yield_section(cfg, manifest)
     lines += _skips_section(manifest)
     lines += _columns_section()
     lines += ["", "## Loading", "", "```python",
@@ -165,6 +166,36 @@ def _judge_section(manifest: dict[str, Any], t: dict[str, np.ndarray]) -> list[s
     return lines
 
 
+# Notes that the yield section reads (not listed again among the redraws and notes).
+_YIELD_NOTES = ("lost:", "made:", "drawn_phrases")
+
+
+def _yield_section(cfg: RunConfig, manifest: dict[str, Any]) -> list[str]:
+    """Rows per phrase achieved, where the others went, and the measured projection."""
+    from tasks.yield_report import measured, yield_of
+
+    merged = {"notes": manifest["notes"], "skips": manifest["skips"], "rows": manifest["totals"]["rows"],
+              "tasks": sum(s["tasks"] for s in manifest["splits"].values())}
+    y = yield_of([merged], cfg.synthesis.composites_per_task)
+    lines = ["", "## Yield", "",
+             f"{y['phrases_in']} phrases in; {sum(y['phrases_skipped'].values())} skipped before any draw; "
+             f"{y['phrases_drawn']} drawn x {cfg.synthesis.composites_per_task} composites = "
+             f"{y['samples_drawn']} samples: **{y['rows']} rows** ({y['rows_per_phrase']:.3f} per phrase), "
+             f"{sum(y['samples_lost'].values())} samples lost after {cfg.synthesis.max_attempts} draws."]
+    if y["phrases_skipped"]:
+        lines += ["", "Skipped before drawing: " + ", ".join(
+            f"{describe(k)} (`{k}`) {v}" for k, v in y["phrases_skipped"].items())]
+    if y["samples_lost"]:
+        lines += ["", "Lost (the last draw's reason): " + ", ".join(
+            f"`{k}` {v}" for k, v in sorted(y["samples_lost"].items(), key=lambda kv: -kv[1]))]
+    got = measured(cfg)
+    if got:
+        lines += ["", f"Measured for these synthesis settings ({got['measured']}, {got['input']}): "
+                  f"{got['rows_per_phrase']:.3f} rows per phrase, the rate `phraseharmony build --dry-run` "
+                  "projects with."]
+    return lines
+
+
 def _skips_section(manifest: dict[str, Any]) -> list[str]:
     lines = ["", "## Skipped", "",
              "Every input that did not become a row, by reason (annotation stage, then "
@@ -175,9 +206,10 @@ def _skips_section(manifest: dict[str, Any]) -> list[str]:
             lines.append(f"| {stage} | {describe(reason)} (`{reason}`) | {n} | {ex} |")
     if not manifest["annotation_skips"]["counts"] and not manifest["skips"]["counts"]:
         lines.append("| – | none | 0 | |")
-    redraws = {k: v for k, v in manifest["notes"].items()
+    kept = {k: v for k, v in manifest["notes"].items() if not k.startswith(_YIELD_NOTES)}
+    redraws = {k: v for k, v in kept.items()
                if ":" in k and not k.startswith(JUDGED) and k.partition(":")[2] not in JUDGE_REASONS}
-    notes = {k: v for k, v in manifest["notes"].items() if ":" not in k and v}
+    notes = {k: v for k, v in kept.items() if ":" not in k and v}
     if redraws:
         lines += ["", "Draws the quality filter or the reference search turned down (the "
                   "sample was drawn again):", ""]

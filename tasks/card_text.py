@@ -29,6 +29,8 @@ REASONS = {
     "reference_polygon_unusable": "the reference object's polygons were unusable",
     "reference_mask_too_small": "the reference object was too small at the stored size",
     "fg_change_above_max": "the change was implausibly large (over the quality ceiling)",
+    "duplicate_draw": "the draw repeated an earlier composite's looks or reference for the "
+                      "same phrase",
     # The realism judge (tasks/realism.py; thresholds in synthesis.realism).
     "invisible_change": "the change was too small to see (the judge's visibility floor)",
     "fg_greyed": "a colourful region lost most of its chroma",

@@ -109,7 +109,7 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                rng: np.random.Generator, luts: dict[str, Lut3D],
                pick_reference: PickReference | None = None,
                rejections: Counter | None = None, outline: Outline | None = None,
-               region: Probe | None = None) -> Composite | str:
+               region: Probe | None = None, avoid: set | None = None) -> Composite | str:
     """One composite for (img, mask), or the reason there is none.
 
     The recipe is drawn once (so the configured mixture holds); LUTs, references and
@@ -120,7 +120,10 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
     ``tasks.realism.mask_outline`` around the mask, measured once by the caller.
     ``region``: ``tasks.prejudge.probe`` of the mask, once per task: a LUT draw is then
     judged on those pixels before it is rendered (``prejudged_<recipe>`` counts the
-    draws turned down there).
+    draws turned down there). ``avoid``: the (recipe, look A, look B, reference) of the
+    phrase's earlier composites: drawing one again is a redraw (``duplicate_draw``), so
+    two composites of a phrase never share their looks or their reference. A sample with
+    no composite after ``max_attempts`` counts ``lost:<recipe>:<last reason>``.
     """
     rejections = rejections if rejections is not None else Counter()
     weights = cfg.recipes
@@ -141,6 +144,10 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                     recipe = choose_recipe(rng, lut_weights or {"lut_fg": 1.0})
                 reason = ref
                 continue
+            if avoid and (recipe, None, None, ref.task_id) in avoid:
+                rejections[f"{recipe}:duplicate_draw"] += 1
+                reason = "duplicate_draw"
+                continue
             try:
                 composite = transfer(recipe, img, mask, ref.image, ref.mask, rng, strength)
             except TransferError as err:
@@ -151,6 +158,10 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
             ref_id = ref.task_id
         else:
             lut_a, lut_b = pick_looks(recipe, luts, rng)
+            if avoid and (recipe, lut_a, lut_b, None) in avoid:
+                rejections[f"{recipe}:duplicate_draw"] += 1
+                reason = "duplicate_draw"
+                continue
             if region is not None and cfg.prejudge:
                 early = prejudge(*looks_on(region, luts[lut_a], luts[lut_b] if lut_b else None, strength),
                                  region.fg_ratio, cfg)
@@ -170,4 +181,5 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
         for reason in found:
             rejections[f"{recipe}:{reason}"] += 1
         reason = found[0]
+    rejections[f"lost:{recipe}:{reason}"] += 1
     return reason

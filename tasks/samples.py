@@ -104,14 +104,18 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     def pick(rng):
         return refs.pick(rng, task["split"], task["phrase_name"], task["image_id"], tried, source_ab)
 
-    rows = []
+    rows, drawn = [], set()
+    notes["drawn_phrases"] += 1
     for k in range(syn.composites_per_task):
         sample_id = f"{task['task_id']}#{k}"
         seed = sample_seed(cfg.seed, sample_id)
-        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts, pick, notes, outline, region)
+        result = synthesize(img, mask, syn, np.random.default_rng(seed), luts, pick, notes, outline, region,
+                            drawn)
         if isinstance(result, str):
             skips.add(result, sample_id)
             continue
+        drawn.add((result.recipe, result.lut_fg, result.lut_bg, result.reference_task_id))
+        notes[f"made:{result.recipe}"] += 1
         rows.append({
             "sample_id": sample_id, "task_id": task["task_id"], "image_id": task["image_id"],
             "split": task["split"], "phrase": task["phrase"], "phrase_name": task["phrase_name"],
