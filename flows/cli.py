@@ -1,5 +1,5 @@
 """``phraseharmony`` command line: build, download, inspect, preview, luts, models, captions,
-train, evaluate, harmonize."""
+train, evaluate, harmonize, export-iharmony4."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from flows.cli_captions import captions, models_app
 from flows.cli_download import download
+from flows.cli_export import export_iharmony4
 from flows.cli_harmonize import harmonize
 from flows.cli_luts import app as luts_app
 from flows.cli_train import evaluate, train
@@ -185,6 +186,7 @@ app.command()(captions)
 app.command()(train)
 app.command()(evaluate)
 app.command()(harmonize)
+app.command(name="export-iharmony4")(export_iharmony4)
 app.add_typer(luts_app, name="luts")
 app.add_typer(models_app, name="models")
 

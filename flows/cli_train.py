@@ -57,12 +57,15 @@ def evaluate(
     batch_size: int = typer.Option(16, min=1),
     workers: int = typer.Option(2, min=0, help="decoding processes"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    protocol: str = typer.Option("clean", help="clean (ours) or ht (the authors' evaluation, reproduced)"),
 ):
-    """Metrics of a checkpoint on every row of a split: metrics.json, metrics.md (beside the
-    input composites' row) and grid.png."""
+    """Metrics of a checkpoint (ours, or the authors' latest_net_G.pth) on every row of a
+    split: metrics.json, metrics.md (beside the input composites' row; on iHarmony4 the
+    published rows too) and grid.png."""
     from train.evaluate import evaluate as run
 
-    result = run(checkpoint, data, split, out, batch_size=batch_size, workers=workers, device=device)
+    result = run(checkpoint, data, split, out, batch_size=batch_size, workers=workers, device=device,
+                 protocol=protocol)
     console.print(Path(result["metrics_md"]).read_text())
     if result["skips"]["counts"]:
         console.print(f"[yellow]skipped rows[/]: {json.dumps(result['skips']['counts'])}")

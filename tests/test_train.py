@@ -36,8 +36,18 @@ def test_ht_plus_has_the_papers_parameter_count():
     assert count_parameters(model.head) == 12_291
 
 
+def test_sine_encoding_as_the_authors_code_makes_it():
+    """HT's PatchPositionEmbeddingSine: positions 1..n as they are, 10,000^(2 floor(i/2) / n_f)."""
+    pe = sine_encoding(2, 3, 8)
+    y, x = 2.0, 3.0   # token (row 1, col 2)
+    expect = [math.sin(y), math.cos(y), math.sin(y / 100), math.cos(y / 100),
+              math.sin(x), math.cos(x), math.sin(x / 100), math.cos(x / 100)]
+    assert torch.allclose(pe[5], torch.tensor(expect), atol=1e-6)
+    assert pe[0, 0].item() == pytest.approx(math.sin(1.0), abs=1e-7)
+
+
 def test_sine_encoding_values():
-    pe = sine_encoding(2, 3, 8)  # 4 features per axis: y first, then x
+    pe = sine_encoding(2, 3, 8, normalize=True)  # 4 features per axis: y first, then x
     assert pe.shape == (6, 8)
     two_pi = 2 * math.pi
     # token (row 1, col 2): y = 2/2 * 2pi, x = 3/3 * 2pi; frequencies 1, 1, 100, 100
@@ -236,16 +246,23 @@ def test_losses_and_schedule_against_hand_computed_values():
 
     target = torch.zeros(2, 3, 2, 2)
     out = torch.zeros(2, 3, 2, 2)
-    out[0, :, 0, 0] = 0.5  # 3 values off by 0.5 (HT scale: 1.0) out of 24
+    out[0, :, 0, 0] = 0.5  # 3 values off by 0.5 ([-1, 1] scale: 1.0) out of 24
     mask = torch.zeros(2, 1, 2, 2)
     mask[0, 0, 0, 0] = 1
-    assert l1_loss(100.0)(out, target, mask).item() == pytest.approx(100 * 3 / 24)
+    assert l1_loss(100.0)(out, target, mask).item() == pytest.approx(100 * 0.5 * 3 / 24)   # the authors'
+    assert l1_loss(100.0, 2.0)(out, target, mask).item() == pytest.approx(100 * 3 / 24)
     # per image: sum of squares (0-255) / (3 * max(area, A_min)), then the batch mean
     assert fn_mse_loss(1.0)(out, target, mask).item() == pytest.approx((3 * 127.5**2 / 3 + 0) / 2)
     assert fn_mse_loss(100.0)(out, target, mask).item() == pytest.approx((3 * 127.5**2 / 300) / 2)
-    cfg = load_train_config(None, ["steps=10", "optim.warmup_steps=2", "optim.decay_start=0.5"])
+    cfg = load_train_config(None, ["steps=10", "optim.warmup_steps=2", "optim.decay_start=0.5",
+                                   "optim.schedule=step"])
     f = lr_factor(cfg)
     assert [round(f(s), 3) for s in range(10)] == [0.5, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
+    # The authors': set per epoch, 1 - max(0, e + 1 - 30) / 31 over 60 epochs (here of 3 steps).
+    cfg = load_train_config(None, ["steps=180", "optim.decay_start=0.5"])
+    f = lr_factor(cfg, steps_per_epoch=3)
+    assert [f(3 * e) for e in (0, 29, 30, 59)] == [1.0, 1.0, 1 - 1 / 31, 1 - 30 / 31]
+    assert f(3 * 30 + 2) == f(3 * 30)   # constant within an epoch
 
 
 def test_the_shipped_training_configs_load():

@@ -61,12 +61,16 @@ def test_bad_settings_and_datasets_are_one_line_exit_2_before_any_work(sample_co
 def test_resume_names_the_changed_settings_extends_steps_and_passes_over_a_damaged_checkpoint(
         sample_dataset, tmp_path):
     run = tmp_path / "run"
-    train(cfg(sample_dataset, run, "steps=4", "checkpoint_every=2", "val_every=4"), say=None)
+
+    def per_step(*settings):   # (the per-step schedule: the factors below are worked out for it)
+        return cfg(sample_dataset, run, "optim.schedule=step", *settings)
+
+    train(per_step("steps=4", "checkpoint_every=2", "val_every=4"), say=None)
     with pytest.raises(CheckpointError, match=r"other training settings \(batch_size: checkpoint 4, now 8; "
                                               r"optim.lr: checkpoint 0.001, now 0.5\)"):
-        train(cfg(sample_dataset, run, "steps=4", "optim.lr=0.5", "batch_size=8"), resume=True, say=None)
+        train(per_step("steps=4", "optim.lr=0.5", "batch_size=8"), resume=True, say=None)
     said: list[str] = []
-    summary = train(cfg(sample_dataset, run, "steps=8", "checkpoint_every=2", "val_every=4"), resume=True,
+    summary = train(per_step("steps=8", "checkpoint_every=2", "val_every=4"), resume=True,
                     say=said.append)
     assert summary["steps"] == 8 and [s for s, _ in losses(run)] == list(range(1, 9))
     assert any("steps 4 -> 8: learning-rate schedule recomputed for 8 steps; at step 4 its factor is 1"
@@ -78,13 +82,13 @@ def test_resume_names_the_changed_settings_extends_steps_and_passes_over_a_damag
     # The newest checkpoint damaged: the one before it is used, and it says so.
     (run / "checkpoints" / "step-00000008" / "state.pt").write_bytes(b"cut short")
     said.clear()
-    summary = train(cfg(sample_dataset, run, "steps=10", "checkpoint_every=2", "val_every=4"), resume=True,
+    summary = train(per_step("steps=10", "checkpoint_every=2", "val_every=4"), resume=True,
                     say=said.append)
     assert summary["steps"] == 10
     assert any("step-00000008/state.pt: cannot be loaded" in s and "passing over" in s for s in said), said
     assert any("resuming from" in s and "step-00000006" in s for s in said), said
     with pytest.raises(CheckpointError, match="already at step 10, past steps=6"):
-        train(cfg(sample_dataset, run, "steps=6"), resume=True, say=None)
+        train(per_step("steps=6"), resume=True, say=None)
 
 
 def test_text_checkpoints_refuse_data_they_cannot_read(captioned, sample_dataset, tmp_path):

@@ -78,17 +78,26 @@ def checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / WEIGHTS).exists() and (p / STATE).exists())
 
 
+AUTHORS_WEIGHTS = "latest_net_G.pth"
+
+
 def resolve(path: Path) -> Path:
     """A checkpoint folder, its ``model.safetensors``, a run folder or its
-    ``checkpoints/`` folder -> the checkpoint folder (the latest one for a run)."""
+    ``checkpoints/`` folder -> the checkpoint folder (the latest one for a run). The
+    authors' HT+ (``latest_net_G.pth``, or a folder holding it) -> that file."""
     path = Path(path)
     if path.is_file() and path.name == WEIGHTS:
         return path.parent
+    if path.is_file() and path.suffix in (".pth", ".pt"):
+        return path
+    if (path / AUTHORS_WEIGHTS).is_file() and not (path / WEIGHTS).exists():
+        return path / AUTHORS_WEIGHTS
     if (path / WEIGHTS).exists():
         return path
     found = checkpoints(path / "checkpoints") or checkpoints(path)
     if not found:
-        raise CheckpointError(f"{path}: no checkpoint here (expected {WEIGHTS} or checkpoints/step-*/)")
+        raise CheckpointError(f"{path}: no checkpoint here (expected {WEIGHTS}, checkpoints/step-*/ or the "
+                              f"authors' {AUTHORS_WEIGHTS})")
     return found[-1]
 
 

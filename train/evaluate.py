@@ -20,12 +20,19 @@ from schemas.train_config import TrainConfig
 from tasks.files import write_bytes_atomic
 from train import checkpoint
 from train.loader import Loader
-from train.metrics import Metrics, RegionMetrics, markdown_table, per_image
+from train.metrics import Metrics, RegionMetrics, markdown_table, per_image, published_table
 from train.models import blend, build_model, phrase_model, split_output
 from train.preflight import check_text
 from train.sources import open_source
 
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
+PROTOCOLS = {
+    "clean": "per image on 0-255 values at the training size (OpenCV decoding, area resizing, the "
+             "output rounded), then averaged; binary mask; PSNR peak 255 (capped at 100)",
+    "ht": "the authors' evaluation (HT's test.py and ih_evaluation.py): PIL decoding, bilinear resizing "
+          "to 256, the output truncated to 8 bits and read back from JPEG q100 4:2:0, the mask through "
+          "PIL's convert('1'); per image, then averaged",
+}
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -40,12 +47,18 @@ def run_metrics(
     grid_samples: int = 8,
     regions: RegionMetrics | None = None,
     blend_by_region: bool = False,
+    protocol: str = "clean",
 ) -> tuple[dict[str, Any], dict[str, Any], list[np.ndarray]]:
     """(model metrics, input-composite metrics, grid rows) over one pass of ``loader``.
     The output is blended into the composite's background before it is measured (HT):
     by the annotated mask, or with ``blend_by_region`` by the region the model found
     itself (a phrase-only model has no mask to blend by). ``regions`` collects the
-    predicted regions' IoU; the grid then shows the region too."""
+    predicted regions' IoU; the grid then shows the region too. ``protocol``: "clean"
+    (``train.metrics.per_image``) or "ht" (the authors' evaluation, ``train.protocol_ht``)."""
+    if protocol == "ht":
+        from train.protocol_ht import per_image_batch as measure
+    else:
+        measure = per_image
     model_m, input_m, grid = Metrics(), Metrics(), []
     for i, batch in enumerate(loader.epoch(0)):
         if max_batches is not None and i >= max_batches:
@@ -54,8 +67,8 @@ def run_metrics(
         out, logits = split_output(predict(batch))
         prob = torch.sigmoid(logits.float()) if logits is not None else None
         pred = blend(out.float(), comp, prob if blend_by_region and prob is not None else mask)
-        model_m.add(per_image(pred, target, mask), batch["recipe"])
-        input_m.add(per_image(comp, target, mask), batch["recipe"])
+        model_m.add(measure(pred, target, mask), batch["recipe"])
+        input_m.add(measure(comp, target, mask), batch["recipe"])
         if regions is not None and prob is not None:
             regions.add(prob, mask)
         for j in range(min(len(comp), grid_samples - len(grid))):
@@ -88,12 +101,15 @@ def write_report(
         **info,
         "metrics": model,
         "input_composites": inputs,
-        "definitions": "per image on 0-255 values at the training size, then averaged; "
-        "binary mask; PSNR peak 255",
+        "definitions": (PROTOCOLS[info.get("protocol", "clean")]),
     }
     write_bytes_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
-    title = f"`{info.get('checkpoint', 'the model')}` on {info.get('data', '')} ({info.get('split', '')})"
-    write_bytes_atomic(out / "metrics.md", markdown_table(model, inputs, title).encode())
+    title = (f"`{info.get('checkpoint', 'the model')}` on {info.get('data', '')} ({info.get('split', '')}), "
+             f"protocol {info.get('protocol', 'clean')}")
+    table = markdown_table(model, inputs, title)
+    if info.get("kind") == "iharmony4":   # the papers' rows beside ours
+        table += "\n" + published_table()
+    write_bytes_atomic(out / "metrics.md", table.encode())
     paths = {"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"}
     if write_png(out / "grid.png", grid):
         paths["grid"] = out / "grid.png"
@@ -107,6 +123,17 @@ def pick_device(setting: str, local_rank: int = 0) -> torch.device:
 
 
 def load_model(ckpt: Path, device: torch.device) -> tuple[torch.nn.Module, TrainConfig, dict[str, str]]:
+    if Path(ckpt).is_file():   # the authors' latest_net_G.pth: HT+ at the paper's size, their settings
+        from train.ht_authors import from_authors, load_authors_file
+
+        cfg = TrainConfig()
+        model = build_model(cfg.model, cfg.data.size)
+        try:
+            model.load_state_dict(from_authors(load_authors_file(Path(ckpt)), cfg.model.patch))
+        except RuntimeError as exc:
+            raise checkpoint.CheckpointError(f"{ckpt}: not HT+ at the paper's size "
+                                             f"({str(exc).splitlines()[0]})") from None
+        return model.to(device).eval(), cfg, {"config": cfg.model_dump_json(), "source": "authors"}
     meta = checkpoint.read_meta(ckpt)
     try:
         cfg = TrainConfig.model_validate_json(meta["config"])
@@ -135,8 +162,13 @@ def evaluate(
     batch_size: int = 16,
     workers: int = 2,
     device: str = "auto",
+    protocol: str = "clean",
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on every row of ``split`` of ``data`` (ours or iHarmony4)."""
+    """Metrics of a checkpoint on every row of ``split`` of ``data`` (ours or iHarmony4).
+    ``protocol``: "clean" (ours: OpenCV decoding, area resizing, rounded outputs) or "ht"
+    (the authors' evaluation, ``train.protocol_ht``); the report names it."""
+    if protocol not in ("clean", "ht"):
+        raise checkpoint.CheckpointError(f"protocol {protocol!r}: want clean or ht")
     ckpt = checkpoint.resolve(ckpt_path)
     dev = pick_device(device)
     model, cfg, meta = load_model(ckpt, dev)
@@ -153,25 +185,31 @@ def evaluate(
         phrases=phrase_model(cfg.model),
         device=dev,
         select=False,
+        decode="ht" if protocol == "ht" else "opencv",
     )
     check_text(source, loader.units, text_keys, f"the checkpoint {ckpt}", getattr(model, "text_dim", None))
     bf16 = dev.type == "cuda" and cfg.precision != "fp32"
-    out = Path(out) if out else ckpt / f"eval-{split}"
+    out = Path(out) if out else (ckpt.parent if ckpt.is_file() else ckpt) / f"eval-{split}"
     info = {
         "checkpoint": str(ckpt),
         "step": int(meta.get("step", 0)),
         "data": str(data),
         "split": split,
         "dataset_manifest_hash": source.manifest_hash,
+        "kind": source.kind,
+        "protocol": protocol,
     }
     if cfg.model.kind == "clipseg_ht":
+        if protocol != "clean":
+            raise checkpoint.CheckpointError("the text-only evaluation runs with --protocol clean (the "
+                                             "authors' protocol scores a model given the annotated mask)")
         return _evaluate_text(model, loader, lambda: autocast(dev, bf16), meta, cfg, out, info)
 
     def predict(batch: dict[str, Any]) -> torch.Tensor:
         with autocast(dev, bf16):
             return model(batch["composite"], batch["mask"], {k: batch[k] for k in text_keys})
 
-    model_m, input_m, grid = run_metrics(predict, loader, grid_samples=cfg.grid_samples)
+    model_m, input_m, grid = run_metrics(predict, loader, grid_samples=cfg.grid_samples, protocol=protocol)
     info["skips"] = loader.take_skip_report()
     paths = write_report(out, model_m, input_m, grid, info)
     return {

@@ -140,10 +140,13 @@ class TripleStream(IterableDataset):
         buffer: int,
         text_keys: tuple[str, ...],
         phrases: str | None = None,
+        decode: str = "opencv",
         start: int = 0,
         control: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        # "opencv" (training) or "ht" (the authors' evaluation: PIL, train.protocol_ht).
+        self.decode = decode
         self.source, self.units = source, units
         self.batch_size, self.size, self.seed, self.epoch = batch_size, size, seed, epoch
         self.rank, self.world, self.workers = rank, world, workers
@@ -207,7 +210,12 @@ class TripleStream(IterableDataset):
         )
         kept, skipped = [], []
         for row, flip in zip(rows, flips):
-            got = decode_triple(row, self.size, bool(flip))
+            if self.decode == "ht" and not row.get("error"):
+                from train.protocol_ht import read_triple
+
+                got = read_triple(row["composite"], row["target"], row["mask"])
+            else:
+                got = decode_triple(row, self.size, bool(flip))
             if isinstance(got, str):
                 skipped.append((row["sample_id"], got))
                 continue
@@ -286,8 +294,10 @@ class Loader:
         device: str | torch.device = "cpu",
         select: bool = True,
         even_ranks: bool = False,
+        decode: str = "opencv",
     ) -> None:
         self.source, self.split, self.data = source, split, data
+        self.decode = decode
         if phrases is not None and not getattr(source, "has_phrases", False):
             raise DataError(f"{source.root}: {source.kind} rows carry no referring phrase; a model that "
                             "finds its region from the phrase (clipseg_ht) needs a PhraseHarmony build")
@@ -329,6 +339,7 @@ class Loader:
             buffer=self.data.shuffle_buffer,
             text_keys=self.text_keys,
             phrases=self.phrases,
+            decode=self.decode,
             start=start,
             control=self._control,
         )

@@ -41,15 +41,23 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the message says at which step and batch."""
 
 
-def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
-    """HT+'s schedule in steps: optional linear warm-up, constant, then linear to 0 from
-    ``decay_start`` x steps to the end."""
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int | None = None) -> Callable[[int], float]:
+    """HT+'s schedule: optional linear warm-up, constant, then a linear decay from
+    ``decay_start`` of the run. ``optim.schedule: epoch`` (the authors'): the factor is
+    set once per epoch, 1 - max(0, e + 1 - E_c) / (E_d + 1) in epoch e for E_c constant
+    and E_d decaying epochs (with 60 epochs: 30 constant, ending at 1/31); ``step``: per
+    step, to 0 at the last."""
     warm, steps = cfg.optim.warmup_steps, cfg.steps
     decay_from = cfg.optim.decay_start * steps
+    per_epoch = max(1, steps_per_epoch or steps)
+    epochs = math.ceil(steps / per_epoch)
+    constant = round(cfg.optim.decay_start * epochs)
 
     def factor(s: int) -> float:
         if warm and s < warm:
             return (s + 1) / warm
+        if cfg.optim.schedule == "epoch":
+            return 1.0 - max(0, s // per_epoch + 1 - constant) / (epochs - constant + 1)
         if s < decay_from or steps <= decay_from:
             return 1.0
         return max(0.0, (steps - s) / (steps - decay_from))
@@ -116,7 +124,8 @@ def train(
     opt = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+    schedule = lr_factor(cfg, loader.batches_in_epoch(0))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     meta = {
         "config": cfg.model_dump_json(),
         "model_signature": json.dumps(cfg.model_signature(), sort_keys=True),
@@ -130,7 +139,7 @@ def train(
     has_head = cfg.model.kind == "clipseg_ht" and cfg.model.region != "clipseg"
     region_weight = cfg.optim.region_weight if has_head else 0.0
     step, epoch, position = _restore(
-        cfg, ckpt_dir, resume, model, opt, sched, device, meta, say if rank == 0 else None
+        cfg, ckpt_dir, resume, model, opt, sched, device, meta, say if rank == 0 else None, schedule
     )
 
     net = (
@@ -245,7 +254,8 @@ def _weights_digest(model: torch.nn.Module) -> str:
 
 
 def _restore(
-    cfg: TrainConfig, ckpt_dir: Path, resume: bool, model, opt, sched, device, meta: dict[str, str], say
+    cfg: TrainConfig, ckpt_dir: Path, resume: bool, model, opt, sched, device, meta: dict[str, str], say,
+    schedule: Callable[[int], float],
 ) -> tuple[int, int, int]:
     """(step, epoch, batch position) to start from."""
     if not resume:
@@ -282,7 +292,7 @@ def _restore(
     if before != cfg.steps:
         # An extended (or shortened) run: the schedule is HT+'s for the new total, taken
         # from the step the run stands at.
-        factor = lr_factor(cfg)(step)
+        factor = schedule(step)
         for group, base in zip(opt.param_groups, sched.base_lrs):
             group["lr"] = base * factor
         sched._last_lr = [g["lr"] for g in opt.param_groups]

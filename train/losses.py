@@ -11,12 +11,12 @@ from schemas.train_config import OptimConfig
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def l1_loss(weight: float) -> Loss:
-    """HT: weight x mean |output - target| over the whole image, on HT's [-1, 1] scale
-    (images here are in [0, 1], hence the factor 2)."""
+def l1_loss(weight: float, scale: float = 1.0) -> Loss:
+    """HT: weight x mean |output - target| over the whole image, on [0, 1] as the authors'
+    L1Loss (``scale`` 2: on the [-1, 1] scale, twice that)."""
 
     def loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return weight * (2 * (out - target)).abs().mean()
+        return weight * (scale * (out - target)).abs().mean()
 
     return loss
 
@@ -34,4 +34,6 @@ def fn_mse_loss(min_area: float) -> Loss:
 
 
 def make_loss(cfg: OptimConfig) -> Loss:
-    return l1_loss(cfg.l1_weight) if cfg.loss == "l1" else fn_mse_loss(cfg.fn_mse_min_area)
+    if cfg.loss == "l1":
+        return l1_loss(cfg.l1_weight, 1.0 if cfg.l1_range == "unit" else 2.0)
+    return fn_mse_loss(cfg.fn_mse_min_area)

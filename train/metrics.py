@@ -1,7 +1,8 @@
 """MSE, fMSE, PSNR, fPSNR exactly as the harmonization papers compute them.
 
 Per image, on 0-255 values (predictions rounded to integers, as a saved PNG would be),
-then averaged over images: MSE over H*W*3; fMSE = squared error over the foreground
+then averaged over images (this project's "clean" protocol; ``train.protocol_ht`` is the
+authors' evaluation, reproduced): MSE over H*W*3; fMSE = squared error over the foreground
 pixels and channels / (3*|M|), with a binary mask; PSNR = 10*log10(255^2 / MSE) with the
 fixed peak 255 (not the image's own maximum); fPSNR likewise from fMSE. Also by
 foreground-ratio bin (0-5%, 5-15%, 15-100%) and by recipe (iHarmony4: sub-dataset).
@@ -23,7 +24,8 @@ NAMES = ("mse", "fmse", "psnr", "fpsnr")
 
 def _psnr(err: torch.Tensor) -> torch.Tensor:
     value = 10 * torch.log10(PEAK**2 / err.clamp_min(1e-30))
-    return torch.where(err > 0, value.clamp_max(PSNR_CAP), torch.full_like(err, PSNR_CAP))
+    capped = torch.where(err > 0, value.clamp_max(PSNR_CAP), torch.full_like(err, PSNR_CAP))
+    return torch.where(err.isnan(), err, capped)
 
 
 def per_image(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -34,8 +36,9 @@ def per_image(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> d
     sq = (p - t) ** 2
     mse = sq.mean(dim=(1, 2, 3))
     n_fg = m.sum(dim=(1, 2, 3))
+    # An empty mask has no foreground error: NaN, left out of the fMSE/fPSNR means (counted).
     fmse = torch.where(
-        n_fg > 0, (sq * m).sum(dim=(1, 2, 3)) / (3 * n_fg.clamp_min(1)), torch.zeros_like(n_fg)
+        n_fg > 0, (sq * m).sum(dim=(1, 2, 3)) / (3 * n_fg.clamp_min(1)), torch.full_like(n_fg, math.nan)
     )
     return {
         k: v.float().cpu()
@@ -63,7 +66,13 @@ class Metrics:
 
     def _group(self, v: dict[str, torch.Tensor], sel: torch.Tensor) -> dict[str, Any]:
         n = int(sel.sum())
-        return {"n": n, **{k: (float(v[k][sel].double().mean()) if n else math.nan) for k in NAMES}}
+        out: dict[str, Any] = {"n": n}
+        for k in NAMES:
+            x = v[k][sel].double()
+            x = x[~x.isnan()]   # (fMSE, fPSNR of an empty mask)
+            out[k] = float(x.mean()) if len(x) else math.nan
+        out["empty_masks"] = int(v["fmse"][sel].isnan().sum())
+        return out
 
     def summary(self) -> dict[str, Any]:
         v = {k: torch.cat(x) if x else torch.zeros(0) for k, x in self.values.items()}
@@ -113,7 +122,29 @@ def markdown_table(model: dict[str, Any], inputs: dict[str, Any], title: str = "
         for k in model["by_fg_ratio"]
     ]
     lines += [row(f"recipe {k}", model["by_recipe"][k], inputs["by_recipe"][k]) for k in model["by_recipe"]]
+    empty = model["overall"].get("empty_masks", 0)
+    if empty:
+        lines += ["", f"{empty} image(s) with an empty mask: left out of the fMSE and fPSNR means."]
     return "\n".join(lines) + "\n"
+
+
+# Published iHarmony4 test results (IHD: the mean over all 7,404 test images), for the
+# reports' comparison table; MSE, fMSE, PSNR, and where each number comes from.
+PUBLISHED = (
+    ("input composites", 172.47, 1387.30, 31.63, "iHarmony4 (DoveNet, CVPR 2020)"),
+    ("SSH (self-supervised, no iHarmony4 labels)", 89.23, 1140.66, 32.77, "Jiang et al., ICCV 2021"),
+    ("DoveNet", 52.36, 549.96, 34.75, "Cong et al., CVPR 2020"),
+    ("HT+", 30.46, 341.01, math.nan, "Guo et al., TPAMI 2022 (the plan's table)"),
+    ("DucoNet256", 18.47, 212.53, 39.17, "Tan et al., ACM MM 2023"),
+)
+
+
+def published_table() -> str:
+    rows = ["| published (IHD) | MSE | fMSE | PSNR | source |", "|---|---|---|---|---|"]
+    for name, mse, fmse, psnr, src in PUBLISHED:
+        shown = "–" if math.isnan(psnr) else f"{psnr:.2f}"
+        rows.append(f"| {name} | {mse:.2f} | {fmse:.2f} | {shown} | {src} |")
+    return "\n".join(rows) + "\n"
 
 
 # Thresholds on a region's probability tried on validation; the best mean IoU is kept.

@@ -1,10 +1,13 @@
 """HT+ (Guo et al., TPAMI 2022) and a text-guided HT+, from TRAINING.md's description.
 
-HT+ cuts the composite (RGB in [0, 1], mapped to HT's [-1, 1]) and its mask into 4x4
-patches, embeds each linearly, runs 9 post-norm transformer layers over all of them with
-a fixed 2-D sine encoding added to queries and keys, and decodes every token back to a
-4x4 RGB patch (transposed convolution + tanh). The output is the harmonized image, in
-[0, 1] here; metrics composite it into the background (``blend``).
+HT+ cuts the composite (RGB in [0, 1]) and its mask into 4x4 patches, embeds each
+linearly, runs 9 post-norm transformer layers over all of them with a fixed 2-D sine
+encoding added to queries and keys, and decodes every token back to a 4x4 RGB patch
+(transposed convolution + tanh). The output is the harmonized image: the raw tanh,
+trained against targets in [0, 1] and clipped when read, as the authors' code does
+(``ModelConfig`` keeps this project's earlier choices as options); metrics composite
+it into the background (``blend``). ``authors_state_dict`` maps the authors'
+``latest_net_G.pth`` onto this module.
 
 The text-guided model adds one thing per layer: shift, scale and a residual gain for both
 sub-blocks, regressed from the phrase's CLIP embedding (and the caption's) by a linear
@@ -27,16 +30,19 @@ from torch import nn
 from schemas.train_config import ModelConfig
 
 
-def sine_encoding(h: int, w: int, dim: int, temperature: float = 10_000.0) -> torch.Tensor:
-    """DETR's fixed 2-D sine encoding, normalised to (0, 2*pi]: (h*w, dim), y then x.
+def sine_encoding(h: int, w: int, dim: int, temperature: float = 10_000.0,
+                  normalize: bool = False) -> torch.Tensor:
+    """DETR's fixed 2-D sine encoding: (h*w, dim), y features then x.
 
-    For each axis, positions 1..n are scaled to 2*pi*p/n and divided by
-    temperature ** (2*floor(i/2) / (dim/2)); even features take the sine, odd the cosine.
+    For each axis, positions 1..n (``normalize``: scaled to 2*pi*p/n, DETR's option; HT's
+    code leaves them as they are) are divided by temperature ** (2*floor(i/2) / (dim/2));
+    even features take the sine, odd the cosine.
     """
     half = dim // 2
-    scale = 2 * math.pi
-    y = torch.arange(1, h + 1, dtype=torch.float32) / (h + 1e-6) * scale
-    x = torch.arange(1, w + 1, dtype=torch.float32) / (w + 1e-6) * scale
+    y = torch.arange(1, h + 1, dtype=torch.float32)
+    x = torch.arange(1, w + 1, dtype=torch.float32)
+    if normalize:
+        y, x = y / (h + 1e-6) * (2 * math.pi), x / (w + 1e-6) * (2 * math.pi)
     i = torch.arange(half, dtype=torch.float32)
     freq = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / half)
 
@@ -108,8 +114,13 @@ class HTPlus(nn.Module):
             Layer(cfg.dim, cfg.heads, cfg.ffn, cfg.attention == "sdpa") for _ in range(cfg.depth)
         )
         self.head = nn.ConvTranspose2d(cfg.dim, 3, kernel_size=cfg.patch, stride=cfg.patch)
-        self.register_buffer("pos", sine_encoding(self.grid, self.grid, cfg.dim), persistent=False)
+        self.register_buffer("pos", sine_encoding(self.grid, self.grid, cfg.dim,
+                                                  normalize=cfg.positions == "normalized"), persistent=False)
         self.apply(_init_weights)
+        if cfg.init == "authors":   # the packed in-projection keeps nn.MultiheadAttention's init
+            for layer in self.layers:
+                nn.init.xavier_uniform_(layer.attn.in_proj.weight)
+                nn.init.zeros_(layer.attn.in_proj.bias)
 
     def modulations(self, batch: dict) -> list[tuple[torch.Tensor, ...]] | None:
         return None
@@ -119,7 +130,7 @@ class HTPlus(nn.Module):
         if h != self.size or w != self.size:
             raise ValueError(f"the model was built for {self.size}x{self.size} inputs, got {h}x{w}")
         p, g = self.cfg.patch, self.grid
-        x = torch.cat([composite * 2 - 1, mask], dim=1)  # HT's normalisation of the image
+        x = torch.cat([composite if self.cfg.input_range == "unit" else composite * 2 - 1, mask], dim=1)
         tokens = x.reshape(b, 4, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, 4 * p * p)
         t = self.patch_embed(tokens)
         pos = self.pos.to(t.dtype)[None]
@@ -127,7 +138,8 @@ class HTPlus(nn.Module):
         for i, layer in enumerate(self.layers):
             t = layer(t, pos, None if mods is None else mods[i])
         t = t.transpose(1, 2).reshape(b, self.cfg.dim, g, g)
-        return (torch.tanh(self.head(t)) + 1) / 2
+        out = torch.tanh(self.head(t))
+        return out if self.cfg.output == "tanh" else (out + 1) / 2
 
 
 class TextHTPlus(HTPlus):

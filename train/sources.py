@@ -183,8 +183,10 @@ class IHarmony4Source:
             combined = self.root / f"IHD_{split}.txt"
             if combined.exists():
                 names = [ln.strip() for ln in combined.read_text().splitlines() if ln.strip()]
-            else:
-                for sub in IHARMONY4_SUBSETS:
+            else:   # the four sub-datasets, and any other folder in the layout (an export)
+                subs = sorted(set(IHARMONY4_SUBSETS) | {d.name for d in self.root.iterdir()
+                                                        if (d / f"{d.name}_{split}.txt").is_file()})
+                for sub in subs:
                     lst = self.root / sub / f"{sub}_{split}.txt"
                     if lst.exists():
                         names += [
@@ -245,10 +247,14 @@ def open_source(root: Path) -> ShardSource | IHarmony4Source:
     root = Path(root)
     if (root / MANIFEST_NAME).exists():
         return ShardSource(root)
+    def has_lists(d: Path) -> bool:
+        return d.is_dir() and any((d / f"{d.name}_{s}.txt").is_file() for s in ("train", "test"))
+
     if (
         (root / "IHD_train.txt").exists()
         or (root / "IHD_test.txt").exists()
         or any((root / s).is_dir() for s in IHARMONY4_SUBSETS)
+        or (root.is_dir() and any(has_lists(d) for d in root.iterdir()))
     ):
         return IHarmony4Source(root)
     if not root.is_dir():
