@@ -19,6 +19,8 @@ def train(
     ),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. data.dir=out/sample or steps=200"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in out_dir"),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", exists=True,
+                                             help="start from this run's (or the authors') weights"),
     eval_split: Optional[str] = typer.Option(None, help="split to evaluate on (default: test, else val)"),
 ):
     """Train a harmonizer on a built dataset, then evaluate it (the train-harmonizer flow,
@@ -28,6 +30,7 @@ def train(
     from schemas.train_config import load_train_config
     from train.preflight import check_run
 
+    set_ = [*set_, *([f"init_from={init_from}"] if init_from else [])]
     # A bad config, dataset or resume is one line, before Prefect starts.
     check_run(load_train_config(config, list(set_)), resume, eval_split)
     with prefect_api():

@@ -148,6 +148,10 @@ class TrainConfig(_Strict):
     out_dir: Path = Path("runs/sample")
     # Optimizer steps in all (epochs follow from the dataset's size and the batch).
     steps: int = Field(1000, ge=1)
+    # Start from another run's weights (a run or checkpoint folder, or the authors'
+    # latest_net_G.pth) with a fresh optimizer and schedule: pretrain on PhraseHarmony,
+    # fine-tune on iHarmony4 (configs/finetune-iharmony4.yaml). null: from scratch.
+    init_from: Path | None = None
     # Per rank (HT+: 8 on one GPU).
     batch_size: int = Field(8, ge=1)
     data: TrainData = TrainData()

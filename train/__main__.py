@@ -29,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the latest checkpoint in out_dir"
     )
+    parser.add_argument(
+        "--init-from", help="start from this run's (or the authors' latest_net_G.pth) weights"
+    )
     args = parser.parse_args(argv)
+    if args.init_from:
+        args.sets.append(f"init_from={args.init_from}")
     import torch.distributed as dist
 
     try:

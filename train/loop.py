@@ -26,6 +26,7 @@ from schemas.train_config import TrainConfig
 from tasks.files import write_bytes_atomic
 from train import checkpoint
 from train.evaluate import autocast, pick_device, run_metrics, write_png
+from train.init_from import initialise
 from train.loader import Loader
 from train.losses import make_loss
 from train.metrics import RegionMetrics, markdown_table
@@ -138,6 +139,8 @@ def train(
     # The region loss trains the refinement head (CLIPSeg alone has nothing to learn).
     has_head = cfg.model.kind == "clipseg_ht" and cfg.model.region != "clipseg"
     region_weight = cfg.optim.region_weight if has_head else 0.0
+    if cfg.init_from is not None:   # (a resumed run reloads its own checkpoint over this)
+        meta["init_from"] = f"{cfg.init_from}@{initialise(model, cfg.init_from, say if rank == 0 else None)}"
     step, epoch, position = _restore(
         cfg, ckpt_dir, resume, model, opt, sched, device, meta, say if rank == 0 else None, schedule
     )

@@ -76,6 +76,11 @@ def check_run(cfg: TrainConfig, resume: bool = False, eval_split: str | None = N
     info = {"kind": source.kind, "rows": train_rows.rows, "units": len(train_rows.units),
             "manifest_hash": source.manifest_hash, "text_dim": text_dim, "splits": splits,
             "eval_split": split}
+    resuming = resume and checkpoint.checkpoints(Path(cfg.out_dir) / "checkpoints")
+    if cfg.init_from is not None and not resuming:
+        from train.init_from import source_weights
+
+        source_weights(Path(cfg.init_from), cfg.model.patch)   # missing or damaged: one line
     if resume:
         found = resumable(Path(cfg.out_dir) / "checkpoints", None)
         if found is not None:
