@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,11 @@ def pretrained(sample_dataset, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("pre") / "run"
     train(cfg(sample_dataset, run, "steps=6", "val_every=6", "optim.lr=3e-3"), say=None)
     return run
+
+
+def _val(run: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["kind"] == "val"}
 
 
 def _batch(data: Path, **kw):
@@ -47,6 +53,8 @@ def test_a_run_starts_where_its_source_ended(sample_dataset, pretrained, tmp_pat
     assert read_meta(resolve(Path(summary["checkpoint"])))["init_from"].startswith(f"{pretrained}@")
     # The optimizer and the schedule start afresh: the new run counts from step 1.
     assert losses(run)[0][0] == 1
+    # On the same validation batches it scores what the source scored at its last step.
+    assert _val(run)[1]["mse"] == pytest.approx(_val(pretrained)[6]["mse"], rel=1e-5)
 
 
 def test_hts_weights_start_the_text_and_phrase_models_as_the_source(captioned, pretrained, clipseg, tmp_path):
