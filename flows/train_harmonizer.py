@@ -26,12 +26,13 @@ def check_dataset(cfg: TrainConfig, resume: bool, eval_split: str | None) -> dic
     """Refuse what would fail later (no rows, a missing validation or evaluation split,
     a text model on a build without captions, a resume with other settings) before any
     training starts."""
+    from train.mix import describe_data
     from train.preflight import check_run
 
     info = check_run(cfg, resume, eval_split)
     get_run_logger().info(
         "dataset %s (%s): %d training rows in %d units; evaluation on %s",
-        cfg.data.dir,
+        describe_data(cfg.data),
         info["kind"],
         info["rows"],
         info["units"],

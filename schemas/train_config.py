@@ -19,10 +19,27 @@ from pydantic import ConfigDict, Field, model_validator
 from schemas.config import _Strict, load_model
 
 
+class MixPart(_Strict):
+    # One dataset of a training mix: a build or an iHarmony4 root.
+    dir: Path
+    # Its share of each epoch's rows (weights are normalised); a share above the
+    # dataset's own size repeats its rows, one below takes another subset every epoch.
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # Its rows to train on (empty: data.recipes).
+    recipes: tuple[str, ...] = ()
+
+
 class TrainData(_Strict):
     # A dataset folder built by `phraseharmony build` (it has _manifest.json) or an
-    # iHarmony4 root (it has IHD_train.txt): both go through the same loader.
+    # iHarmony4 root (it has IHD_train.txt): both go through the same loader. With
+    # `sources`, the dataset validated and evaluated on.
     dir: Path = Path("out/sample")
+    # Train on several datasets at once, each drawn at its weight (deterministic per
+    # seed and epoch), e.g. our shards and iHarmony4 when fine-tuning. Empty: `dir` alone.
+    sources: tuple[MixPart, ...] = ()
+    # Rows in an epoch of the mix (null: the sources' rows together). The schedule counts
+    # epochs, so set it when one source is far bigger than the one to learn.
+    epoch_rows: int | None = Field(None, ge=1)
     train_split: str = "train"
     # Validation split (it must exist in the dataset); iHarmony4 has none, use "test"
     # there, or null for no validation.
@@ -47,6 +64,11 @@ class TrainData(_Strict):
         lo, hi = self.fg_ratio
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError("fg_ratio must be [low, high] with 0 <= low < high <= 1")
+        if self.sources and "dir" not in self.model_fields_set:
+            raise ValueError("with sources (the training mix) set dir too: the dataset to validate and "
+                             "evaluate on")
+        if self.epoch_rows is not None and not self.sources:
+            raise ValueError("epoch_rows sets the length of a mix's epoch: it needs sources")
         return self
 
 

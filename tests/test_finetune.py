@@ -1,20 +1,25 @@
-"""Pretrain, then fine-tune: a run starts from another run's weights (ours or the authors')."""
+"""Pretrain, then fine-tune: a run starts from another run's weights (ours or the authors'),
+and trains on several datasets at once, each at its weight."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 from test_train_runs import cfg, losses
 
-from schemas.train_config import TrainData
+from conftest import make_iharmony4
+from schemas.config import ConfigError
+from schemas.train_config import TrainData, load_train_config
 from train.checkpoint import CheckpointError, load_weights, read_meta, resolve
 from train.evaluate import load_model
 from train.ht_authors import to_authors
 from train.loader import Loader
 from train.loop import train
+from train.mix import training_source
 from train.sources import open_source
 
 
@@ -97,3 +102,52 @@ def test_a_missing_source_is_one_line_before_training(sample_dataset, tmp_path):
     (tmp_path / "latest_net_G.pth").write_bytes(b"not a pickle")
     with pytest.raises(CheckpointError, match=r"latest_net_G.pth: cannot be loaded"):
         check_run(cfg(sample_dataset, tmp_path / "r", f"init_from={tmp_path / 'latest_net_G.pth'}"))
+
+
+def _mix(sample_dataset: Path, ih: Path, *weights: float, epoch_rows: int | None = None) -> TrainData:
+    return TrainData(dir=ih, size=32, workers=0, epoch_rows=epoch_rows, sources=[
+        {"dir": sample_dataset, "weight": weights[0]}, {"dir": ih, "weight": weights[1]}])
+
+
+def _drawn(data: TrainData, epoch: int) -> list[str]:
+    loader = Loader(training_source(data), "train", data, 4, 0, train=True)
+    return [s for b in loader.epoch(epoch) for s in b["sample_id"]]
+
+
+def test_a_two_source_run_draws_each_at_its_weight(sample_dataset, tmp_path):
+    ih = tmp_path / "ih"
+    make_iharmony4(ih, sample_dataset, n=6, split="train")
+    ours = Loader(open_source(sample_dataset), "train", TrainData(size=32, workers=0), 4, 0, train=True).rows
+    total = ours + 6
+    for weights in ((1, 3), (3, 1)):
+        data = _mix(sample_dataset, ih, *weights)
+        first = _drawn(data, 0)
+        from_ih = [s for s in first if s.startswith(("HCOCO/", "HFlickr/"))]
+        assert len(first) == total   # an epoch is as long as the two together
+        assert len(from_ih) == round(total * weights[1] / sum(weights))
+        assert first == _drawn(data, 0) and first != _drawn(data, 1)   # fixed per (seed, epoch)
+    # iHarmony4 at 3/4 of a 6 + ours-row epoch: its 6 rows repeat, each at most once more
+    # than any other.
+    counts = Counter(s for s in _drawn(_mix(sample_dataset, ih, 1, 3), 0) if s.startswith("H"))
+    assert len(counts) == 6 and max(counts.values()) - min(counts.values()) <= 1
+    # data.epoch_rows sets the epoch's length; the shares stay.
+    short = _drawn(_mix(sample_dataset, ih, 1, 1, epoch_rows=10), 0)
+    assert len(short) == 10 and sum(s.startswith("H") for s in short) == 5
+    with pytest.raises(ValueError, match="epoch_rows sets the length of a mix's epoch"):
+        TrainData(epoch_rows=10)
+
+
+def test_a_mixed_run_trains_validates_on_dir_and_resumes(sample_dataset, tmp_path):
+    ih = tmp_path / "ih"
+    make_iharmony4(ih, sample_dataset, n=6, split="train")
+    sources = f"data.sources=[{{dir: {sample_dataset}, weight: 1}}, {{dir: {ih}, weight: 1}}]"
+    messages: list[str] = []
+    run = tmp_path / "mixed"
+    train(cfg(sample_dataset, run, sources, "steps=3", "val_every=3"), say=messages.append)
+    assert any(f"{sample_dataset} (50%) + {ih} (50%)" in m for m in messages)
+    assert 3 in _val(run)
+    with pytest.raises(ConfigError, match="set dir too"):
+        load_train_config(None, [sources])
+    with pytest.raises(CheckpointError, match="another version of the dataset"):
+        train(cfg(sample_dataset, run, sources.replace("weight: 1}]", "weight: 2}]"), "steps=4",
+                  "val_every=3"), resume=True, say=None)

@@ -6,15 +6,14 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import make_iharmony4
 from flows.cli import app
 from schemas.train_config import TrainConfig, TrainData
 from train.evaluate import run_metrics
@@ -71,24 +70,9 @@ def test_their_loader_resizes_with_pil_and_keeps_the_mask_binary():
     assert read_triple(enc(img, "JPEG"), enc(img[:100], "JPEG"), enc(mask, "PNG")) == "size_mismatch"
 
 
-def _iharmony4(root: Path, sample_dataset: Path, n: int = 6) -> list[str]:
-    rows = pq.read_table(next((sample_dataset / "data" / "train").glob("*.parquet"))).to_pylist()[:n]
-    names = []
-    for i, row in enumerate(rows):
-        sub = "HCOCO" if i % 2 else "HFlickr"
-        for folder in ("composite_images", "masks", "real_images"):
-            (root / sub / folder).mkdir(parents=True, exist_ok=True)
-        (root / sub / "composite_images" / f"c{i}_{i}_1.jpg").write_bytes(row["composite"])
-        (root / sub / "masks" / f"c{i}_{i}.png").write_bytes(row["mask"])
-        (root / sub / "real_images" / f"c{i}.jpg").write_bytes(row["target"])
-        names.append(f"{sub}/composite_images/c{i}_{i}_1.jpg")
-    (root / "IHD_test.txt").write_text("\n".join(names) + "\n")
-    return names
-
-
 @pytest.mark.parametrize("protocol", ["clean", "ht"])
 def test_the_identity_reproduces_the_composites_per_sub_dataset(sample_dataset, tmp_path, protocol):
-    _iharmony4(tmp_path / "ih", sample_dataset)
+    make_iharmony4(tmp_path / "ih", sample_dataset)
     loader = Loader(open_source(tmp_path / "ih"), "test", TrainData(size=256, workers=0), 4, 0, train=False,
                     decode="ht" if protocol == "ht" else "opencv")
     model, inputs, _ = run_metrics(lambda b: b["composite"], loader, protocol=protocol)
@@ -99,7 +83,7 @@ def test_the_identity_reproduces_the_composites_per_sub_dataset(sample_dataset, 
 
 
 def test_evaluate_with_the_authors_protocol_and_their_checkpoint(sample_dataset, tmp_path):
-    _iharmony4(tmp_path / "ih", sample_dataset, n=4)
+    make_iharmony4(tmp_path / "ih", sample_dataset, n=4)
     torch.manual_seed(0)
     torch.save(to_authors(HTPlus(TrainConfig().model, 256).state_dict()), tmp_path / "latest_net_G.pth")
     args = ["evaluate", str(tmp_path / "latest_net_G.pth"), "--data", str(tmp_path / "ih"), "--split", "test",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -270,9 +271,12 @@ def test_the_shipped_training_configs_load():
     from schemas.train_config import load_train_config
     from train.models import build_model
 
-    configs = {p.name: load_train_config(p) for p in sorted((REPO / "configs").glob("train-*.yaml"))}
+    configs = {p.name: load_train_config(p) for p in sorted((REPO / "configs").glob("*.yaml"))
+               if p.name.startswith(("train-", "finetune-"))}
     assert set(configs) == {"train-sample.yaml", "train-ht.yaml", "train-ht-text.yaml",
-                            "train-clipseg-ht.yaml"}
+                            "train-clipseg-ht.yaml", "finetune-iharmony4.yaml"}
+    fine = configs["finetune-iharmony4.yaml"]
+    assert fine.init_from == Path("runs/train-ht") and [p.weight for p in fine.data.sources] == [0.8, 0.2]
     ht = configs["train-ht.yaml"]
     assert count_parameters(build_model(ht.model, ht.data.size)) == 4_772_867
     assert ht.optim.lr == 1e-4 and ht.optim.betas == (0.5, 0.999) and ht.batch_size == 8

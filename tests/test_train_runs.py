@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import REPO, rewrite_shard
+from conftest import REPO, make_iharmony4, rewrite_shard
 from schemas.errors import UserError
 from schemas.train_config import ModelConfig, TrainData, load_train_config
 from train.checkpoint import CheckpointError
@@ -259,16 +259,7 @@ def test_bad_inputs_are_one_clear_error_or_a_counted_skip(sample_copy, tmp_path)
 def test_the_same_loader_reads_the_iharmony4_layout(sample_dataset, tmp_path):
     """A small iHarmony4-shaped folder written from the sample's rows."""
     root = tmp_path / "ih"
-    rows = pq.read_table(next((sample_dataset / "data" / "train").glob("*.parquet"))).to_pylist()[:5]
-    names = []
-    for i, row in enumerate(rows):
-        sub = "HCOCO" if i % 2 else "HFlickr"
-        for folder in ("composite_images", "masks", "real_images"):
-            (root / sub / folder).mkdir(parents=True, exist_ok=True)
-        (root / sub / "composite_images" / f"c{i}_{i}_1.jpg").write_bytes(row["composite"])
-        (root / sub / "masks" / f"c{i}_{i}.png").write_bytes(row["mask"])
-        (root / sub / "real_images" / f"c{i}.jpg").write_bytes(row["target"])
-        names.append(f"{sub}/composite_images/c{i}_{i}_1.jpg")
+    names = make_iharmony4(root, sample_dataset, 5)
     names.append("HCOCO/composite_images/c9_9_1.jpg")  # listed, but its files are missing
     (root / "IHD_test.txt").write_text("\n".join(names) + "\n")
     loader = Loader(open_source(root), "test", TrainData(size=64, workers=0), 4, 0, train=False)

@@ -157,18 +157,25 @@ class TripleStream(IterableDataset):
         # Shared (epoch, start): persistent workers read the epoch to play from it.
         self.control = control
 
-    def plan(self) -> list[list[list[int]]]:
-        return epoch_plan(self.units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
+    def epoch_units(self) -> list[Unit]:
+        """The units of this epoch: a training mix (``train.mix``) draws them anew each epoch."""
+        draw = getattr(self.source, "epoch_units", None)
+        return draw(self.units, self.seed, self.epoch) if draw and self.shuffle else self.units
 
-    def worker_lengths(self, plan: list[list[list[int]]] | None = None) -> list[int]:
-        """Batches per worker of this rank (``plan``: this epoch's, when already made)."""
-        plan = plan or self.plan()
-        return [math.ceil(sum(len(self.units[u].rows) for u in w) / self.batch_size) for w in plan[self.rank]]
+    def plan(self) -> tuple[list[Unit], list[list[list[int]]]]:
+        """(this epoch's units, plan[rank][worker] = indices into them in reading order)."""
+        units = self.epoch_units()
+        return units, epoch_plan(units, self.seed, self.epoch, self.world, self.workers, self.shuffle)
 
-    def _rows(self, mine: list[int], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+    def worker_lengths(self, planned: tuple[list[Unit], list[list[list[int]]]] | None = None) -> list[int]:
+        """Batches per worker of this rank (``planned``: this epoch's plan, when already made)."""
+        units, plan = planned or self.plan()
+        return [math.ceil(sum(len(units[u].rows) for u in w) / self.batch_size) for w in plan[self.rank]]
+
+    def _rows(self, units: list[Unit], mine: list[int], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         buf: list[dict[str, Any]] = []
         for u in mine:
-            for row in self.source.read(self.units[u], self.text_keys, phrase=self.phrases is not None):
+            for row in self.source.read(units[u], self.text_keys, phrase=self.phrases is not None):
                 if not self.shuffle:
                     yield row
                 elif len(buf) < self.buffer:
@@ -185,13 +192,13 @@ class TripleStream(IterableDataset):
         wid = info.id if info else 0
         if self.control is not None:
             self.epoch, self.start = int(self.control[0]), int(self.control[1])
-        plan = self.plan()
-        skip = taken_per_worker(self.worker_lengths(plan), self.start)[wid]
+        units, plan = planned = self.plan()
+        skip = taken_per_worker(self.worker_lengths(planned), self.start)[wid]
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, wid])
         batch: list[dict[str, Any]] = []
         j = 0
         try:
-            for row in self._rows(plan[self.rank][wid], rng):
+            for row in self._rows(units, plan[self.rank][wid], rng):
                 batch.append(row)
                 if len(batch) == self.batch_size:
                     yield {"placeholder": True} if j < skip else self._collate(batch, wid, j)
@@ -312,7 +319,9 @@ class Loader:
                 f"{source.root}: no rows in split {split!r}{what} "
                 f"(splits there: {', '.join(source.splits())})"
             )
-        self.rows = sum(len(u.rows) for u in self.units)
+        # Rows per epoch (a training mix draws its own number: train.mix).
+        self.rows = sum(source.shares(self.units)) if train and hasattr(source, "shares") else \
+            sum(len(u.rows) for u in self.units)
         self.batch_size, self.seed, self.train = batch_size, seed, train
         self.rank, self.world, self.text_keys = rank, world, text_keys
         # DDP: every rank takes the smallest rank's batch count (module docstring).

@@ -30,6 +30,7 @@ from train.init_from import initialise
 from train.loader import Loader
 from train.losses import make_loss
 from train.metrics import RegionMetrics, markdown_table
+from train.mix import describe_data, training_source
 from train.models import batch_keys, build_model, count_parameters, phrase_model, split_output
 from train.models import text_keys as model_text_keys
 from train.preflight import check_compatible, check_text, resumable, val_loader
@@ -101,7 +102,8 @@ def train(
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     run_dir, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
 
-    source = open_source(cfg.data.dir)
+    # Trained on data.dir or the mix of data.sources; validated on data.dir.
+    source, eval_source = training_source(cfg.data), open_source(cfg.data.dir)
     text_keys, keys, phrases = model_text_keys(cfg.model), batch_keys(cfg.model), phrase_model(cfg.model)
     loader = Loader(
         source,
@@ -118,7 +120,7 @@ def train(
         even_ranks=world > 1,
     )
     text_dim = check_text(source, loader.units, text_keys, f"model.kind={cfg.model.kind}")
-    val = val_loader(cfg, source, text_keys, device, phrases) if rank == 0 else None
+    val = val_loader(cfg, eval_source, text_keys, device, phrases) if rank == 0 else None
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, cfg.data.size, text_dim).to(device)
@@ -156,7 +158,7 @@ def train(
     log = RunLog(run_dir, cfg.steps, step, enabled=rank == 0, say=say)
     log.say(
         f"training {cfg.model.kind} ({count_parameters(model):,} parameters) on {loader.rows} rows of "
-        f"{cfg.data.dir} [{cfg.data.train_split}], {world} x batch {cfg.batch_size}, {device}, "
+        f"{describe_data(cfg.data)} [{cfg.data.train_split}], {world} x batch {cfg.batch_size}, {device}, "
         f"{'bf16' if bf16 else 'fp32'}, from step {step} to {cfg.steps}"
     )
 

@@ -18,6 +18,7 @@ from schemas.train_config import TrainConfig
 from tasks.captions.models import resolve_clipseg
 from train import checkpoint
 from train.loader import Loader
+from train.mix import training_source
 from train.models import phrase_model
 from train.models import text_keys as model_text_keys
 from train.sources import DataError, open_source
@@ -60,11 +61,11 @@ def check_run(cfg: TrainConfig, resume: bool = False, eval_split: str | None = N
     phrases = phrase_model(cfg.model)
     if phrases is not None:
         resolve_clipseg(phrases)   # missing or damaged weights: one line, before the data
-    source = open_source(cfg.data.dir)
+    train_source, source = training_source(cfg.data), open_source(cfg.data.dir)
     keys = model_text_keys(cfg.model)
-    train_rows = Loader(source, cfg.data.train_split, cfg.data, cfg.batch_size, cfg.seed, train=True,
+    train_rows = Loader(train_source, cfg.data.train_split, cfg.data, cfg.batch_size, cfg.seed, train=True,
                         phrases=phrases)
-    text_dim = check_text(source, train_rows.units, keys, f"model.kind={cfg.model.kind}")
+    text_dim = check_text(train_source, train_rows.units, keys, f"model.kind={cfg.model.kind}")
     splits = source.splits()
     val_loader(cfg, source)
     split = eval_split_for(cfg, splits, eval_split)
@@ -73,8 +74,8 @@ def check_run(cfg: TrainConfig, resume: bool = False, eval_split: str | None = N
                         "the trained model on (name a split with --eval-split)")
     # The flow evaluates every row of it after training.
     Loader(source, split, cfg.data, cfg.batch_size, cfg.seed, train=False, select=False)
-    info = {"kind": source.kind, "rows": train_rows.rows, "units": len(train_rows.units),
-            "manifest_hash": source.manifest_hash, "text_dim": text_dim, "splits": splits,
+    info = {"kind": train_source.kind, "rows": train_rows.rows, "units": len(train_rows.units),
+            "manifest_hash": train_source.manifest_hash, "text_dim": text_dim, "splits": splits,
             "eval_split": split}
     resuming = resume and checkpoint.checkpoints(Path(cfg.out_dir) / "checkpoints")
     if cfg.init_from is not None and not resuming:
@@ -84,7 +85,7 @@ def check_run(cfg: TrainConfig, resume: bool = False, eval_split: str | None = N
     if resume:
         found = resumable(Path(cfg.out_dir) / "checkpoints", None)
         if found is not None:
-            check_compatible(found[0], found[1], cfg, source.manifest_hash or "")
+            check_compatible(found[0], found[1], cfg, train_source.manifest_hash or "")
     return info
 
 
