@@ -189,7 +189,7 @@ def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
                 "complete": False, "images": dict(counts)}
 
     manifest = build_manifest(cfg, [done[s.name] for s in state.specs], ingested["files"],
-                              SkipLog.from_json(ingested["skips"]), captions_on)
+                              SkipLog.from_json(ingested["skips"]), captions_on, ingested["images"])
     changed = write_manifest(cfg.out_dir, manifest)
     card, preview = cfg.out_dir / "README.md", cfg.out_dir / "preview.png"
     if changed or not card.exists() or not preview.exists():

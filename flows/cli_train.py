@@ -61,6 +61,10 @@ def evaluate(
     workers: int = typer.Option(2, min=0, help="decoding processes"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
     protocol: str = typer.Option("clean", help="clean (ours) or ht (the authors' evaluation, reproduced)"),
+    exclude_overlap: bool = typer.Option(
+        False, "--exclude-overlap", help="on iHarmony4: leave out test photos the training data held"),
+    train_data: list[Path] = typer.Option(
+        [], "--train-data", help="the builds trained on, for --exclude-overlap (default: the checkpoint's)"),
 ):
     """Metrics of a checkpoint (ours, or the authors' latest_net_G.pth) on every row of a
     split: metrics.json, metrics.md (beside the input composites' row; on iHarmony4 the
@@ -68,7 +72,7 @@ def evaluate(
     from train.evaluate import evaluate as run
 
     result = run(checkpoint, data, split, out, batch_size=batch_size, workers=workers, device=device,
-                 protocol=protocol)
+                 protocol=protocol, exclude_overlap=exclude_overlap, train_data=train_data or None)
     console.print(Path(result["metrics_md"]).read_text())
     if result["skips"]["counts"]:
         console.print(f"[yellow]skipped rows[/]: {json.dumps(result['skips']['counts'])}")

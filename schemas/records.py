@@ -79,3 +79,4 @@ class Manifest(TypedDict):
     skips: SkipCounts
     notes: dict[str, int]
     shards: list[ManifestShard]
+    source_ids: dict[str, dict[str, list[int]]]  # split -> coco_id / flickr_id -> sorted ids

@@ -79,7 +79,7 @@ def finished_summary(cfg: RunConfig) -> dict[str, Any] | None:
     if state.pending or state.waiting:
         return None
     manifest = build_manifest(cfg, [state.done[s.name] for s in state.specs], ingested["files"],
-                              SkipLog.from_json(ingested["skips"]), captions_on)
+                              SkipLog.from_json(ingested["skips"]), captions_on, ingested["images"])
     if read_manifest_or_none(cfg.out_dir) != manifest:
         return None
     if not all((cfg.out_dir / name).exists() for name in ("README.md", "preview.png")):

@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from schemas.config import RunConfig
 from schemas.errors import UserError
 from schemas.records import Manifest, ShardMarker
@@ -18,8 +20,29 @@ from tasks.versioning import code_version
 MANIFEST_NAME = "_manifest.json"
 
 
+def source_ids(out_dir: Path, markers: list[ShardMarker], images: dict[int, dict[str, Any]]
+               ) -> dict[str, dict[str, list[int]]]:
+    """Per split, the COCO and Flickr ids of the photos its rows were made from: Visual
+    Genome shares photos with both, and so do iHarmony4's HCOCO and HFlickr, so an
+    evaluation there can leave out what training saw (``train.overlap``). Reads only
+    the shards' image_id column."""
+    found: dict[str, dict[str, set[int]]] = {}
+    for m in markers:
+        ids = pq.read_table(out_dir / m["path"], columns=["image_id"]).column("image_id").to_pylist()
+        split = found.setdefault(m["split"], {"coco_id": set(), "flickr_id": set()})
+        for image_id in set(ids):
+            record = images.get(image_id) or {}
+            for key, held in split.items():
+                if isinstance(record.get(key), int):
+                    held.add(record[key])
+    return {s: {k: sorted(v) for k, v in ids.items()} for s, ids in sorted(found.items())}
+
+
 def build_manifest(cfg: RunConfig, markers: list[ShardMarker], annotation_files: dict[str, str],
-                   annotation_skips: SkipLog, captions_on: bool = False) -> Manifest:
+                   annotation_skips: SkipLog, captions_on: bool = False,
+                   images: dict[int, dict[str, Any]] | None = None) -> Manifest:
+    """``images``: the ingested image records (their coco_id / flickr_id go into
+    ``source_ids``; None leaves that empty)."""
     skips, notes = SkipLog(), Counter()
     splits: dict[str, dict[str, int]] = {}
     for m in markers:
@@ -52,6 +75,7 @@ def build_manifest(cfg: RunConfig, markers: list[ShardMarker], annotation_files:
         "notes": dict(sorted(notes.items())),
         "shards": [{k: m[k] for k in ("path", "split", "rows", "bytes", "sha256")}
                    for m in sorted(markers, key=lambda m: m["path"])],
+        "source_ids": source_ids(cfg.out_dir, markers, images) if images is not None else {},
     }
 
 

@@ -128,21 +128,26 @@ def rewrite_shard(root: Path, rel: str, table) -> None:
     (root / "_manifest.json").write_text(json.dumps(manifest))
 
 
+IHARMONY4_LETTER = {"HAdobe5k": "a", "HCOCO": "c", "HFlickr": "f", "Hday2night": "d"}
+
+
 def make_iharmony4(root: Path, sample_dataset: Path, n: int = 6, split: str = "test",
                    subs: tuple[str, str] = ("HFlickr", "HCOCO")) -> list[str]:
     """An iHarmony4-shaped folder of the sample's first ``n`` training rows, alternating
-    between two sub-datasets; returns the names listed in ``IHD_<split>.txt``."""
+    between two sub-datasets (row i from photo 100 + i); returns the names listed in
+    ``IHD_<split>.txt``."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(next((sample_dataset / "data" / "train").glob("*.parquet"))).to_pylist()[:n]
     names = []
     for i, row in enumerate(rows):
         sub = subs[i % 2]
+        photo = f"{IHARMONY4_LETTER[sub]}{100 + i}"   # as iHarmony4: c<COCO id>, f..., a..., d...
         for folder in ("composite_images", "masks", "real_images"):
             (root / sub / folder).mkdir(parents=True, exist_ok=True)
-        (root / sub / "composite_images" / f"c{i}_{i}_1.jpg").write_bytes(row["composite"])
-        (root / sub / "masks" / f"c{i}_{i}.png").write_bytes(row["mask"])
-        (root / sub / "real_images" / f"c{i}.jpg").write_bytes(row["target"])
-        names.append(f"{sub}/composite_images/c{i}_{i}_1.jpg")
+        (root / sub / "composite_images" / f"{photo}_{i}_1.jpg").write_bytes(row["composite"])
+        (root / sub / "masks" / f"{photo}_{i}.png").write_bytes(row["mask"])
+        (root / sub / "real_images" / f"{photo}.jpg").write_bytes(row["target"])
+        names.append(f"{sub}/composite_images/{photo}_{i}_1.jpg")
     (root / f"IHD_{split}.txt").write_text("\n".join(names) + "\n")
     return names

@@ -22,8 +22,9 @@ from train import checkpoint
 from train.loader import Loader
 from train.metrics import Metrics, RegionMetrics, markdown_table, per_image, published_table
 from train.models import blend, build_model, phrase_model, split_output
+from train.overlap import overlap_lines
 from train.preflight import check_text
-from train.sources import open_source
+from train.sources import DataError, open_source
 
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
 PROTOCOLS = {
@@ -109,6 +110,7 @@ def write_report(
     table = markdown_table(model, inputs, title)
     if info.get("kind") == "iharmony4":   # the papers' rows beside ours
         table += "\n" + published_table()
+    table += overlap_lines(info.get("overlap"))
     write_bytes_atomic(out / "metrics.md", table.encode())
     paths = {"metrics_json": out / "metrics.json", "metrics_md": out / "metrics.md"}
     if write_png(out / "grid.png", grid):
@@ -163,16 +165,22 @@ def evaluate(
     workers: int = 2,
     device: str = "auto",
     protocol: str = "clean",
+    exclude_overlap: bool = False,
+    train_data: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on every row of ``split`` of ``data`` (ours or iHarmony4).
     ``protocol``: "clean" (ours: OpenCV decoding, area resizing, rounded outputs) or "ht"
-    (the authors' evaluation, ``train.protocol_ht``); the report names it."""
+    (the authors' evaluation, ``train.protocol_ht``); the report names it.
+    ``exclude_overlap``: on iHarmony4, leave out the test images whose source photo the
+    training data held (``train.overlap``; the builds the checkpoint's config names,
+    or ``train_data``); without it the report warns where overlap is possible."""
     if protocol not in ("clean", "ht"):
         raise checkpoint.CheckpointError(f"protocol {protocol!r}: want clean or ht")
     ckpt = checkpoint.resolve(ckpt_path)
     dev = pick_device(device)
     model, cfg, meta = load_model(ckpt, dev)
     source = open_source(data)
+    overlap = _overlap(source, split, exclude_overlap, train_data, cfg, meta)
     text_keys = getattr(model, "text_keys", ())
     loader = Loader(
         source,
@@ -198,6 +206,7 @@ def evaluate(
         "dataset_manifest_hash": source.manifest_hash,
         "kind": source.kind,
         "protocol": protocol,
+        **({"overlap": overlap} if overlap else {}),
     }
     if cfg.model.kind == "clipseg_ht":
         if protocol != "clean":
@@ -219,6 +228,25 @@ def evaluate(
         "input_overall": input_m["overall"],
         "skips": info["skips"],
     }
+
+
+def _overlap(source, split: str, exclude: bool, train_data: list[Path] | None, cfg: TrainConfig,
+             meta: dict[str, str]) -> dict[str, Any]:
+    """Leave out (``exclude``) or warn of iHarmony4 test photos the training data held."""
+    from train.overlap import held_ids, overlap_note, overlapping, training_dirs
+
+    if source.kind != "iharmony4":
+        if exclude:
+            raise DataError(f"{source.root}: --exclude-overlap leaves out iHarmony4 test images; this is "
+                            f"a {source.kind} dataset")
+        return {}
+    # The authors' checkpoint trained on iHarmony4 alone.
+    dirs = list(train_data) if train_data else [] if meta.get("source") == "authors" else training_dirs(cfg)
+    names = source.names(split)
+    dropped = overlapping(names, held_ids(dirs, cfg.data.train_split)) if exclude else None
+    if dropped:
+        source.leave_out(split, set(dropped))
+    return overlap_note(names, dropped, dirs)
 
 
 def _evaluate_text(model, loader, autocast_ctx, meta, cfg, out: Path, info: dict) -> dict[str, Any]:

@@ -183,6 +183,8 @@ class IHarmony4Source:
             combined = self.root / f"IHD_{split}.txt"
             if combined.exists():
                 names = [ln.strip() for ln in combined.read_text().splitlines() if ln.strip()]
+                # HT's merged layout: bare names, every sub-dataset in root/composite_images.
+                names = [n if "/" in n else f"composite_images/{n}" for n in names]
             else:   # the four sub-datasets, and any other folder in the layout (an export)
                 subs = sorted(set(IHARMONY4_SUBSETS) | {d.name for d in self.root.iterdir()
                                                         if (d / f"{d.name}_{split}.txt").is_file()})
@@ -199,6 +201,14 @@ class IHarmony4Source:
             self._lists[split] = names
         return self._lists[split]
 
+    def names(self, split: str) -> list[str]:
+        """The composites listed for ``split`` (``Sub/composite_images/<file>``)."""
+        return list(self._list(split))
+
+    def leave_out(self, split: str, names: set[str]) -> None:
+        """Read ``split`` without ``names`` from now on (``train.overlap``)."""
+        self._lists[split] = [n for n in self._list(split) if n not in names]
+
     def units(
         self, split: str, recipes: tuple[str, ...] = (), fg_ratio: tuple[float, float] = (0.0, 1.0)
     ) -> list[Unit]:
@@ -209,7 +219,7 @@ class IHarmony4Source:
             )
         names = self._list(split)
         part = ("train", "test").index(split)
-        keep = [i for i, n in enumerate(names) if not recipes or n.split("/")[0] in recipes]
+        keep = [i for i, n in enumerate(names) if not recipes or self.sub_of(n) in recipes]
         return [
             Unit(part, k, tuple(keep[k * IHARMONY4_UNIT_ROWS : (k + 1) * IHARMONY4_UNIT_ROWS]))
             for k in range((len(keep) + IHARMONY4_UNIT_ROWS - 1) // IHARMONY4_UNIT_ROWS)
@@ -219,20 +229,31 @@ class IHarmony4Source:
         return None
 
     @staticmethod
+    def sub_of(name: str) -> str:
+        """The sub-dataset of a listed composite: its folder, or in HT's merged layout
+        the letter iHarmony4's file names start with."""
+        folder = name.split("/", 1)[0]
+        if folder != "composite_images":
+            return folder
+        return {"a": "HAdobe5k", "c": "HCOCO", "f": "HFlickr", "d": "Hday2night"}.get(
+            Path(name).name[:1], "composite_images")
+
+    @staticmethod
     def paths_for(name: str) -> tuple[str, str, str]:
         """``Sub/composite_images/c1_2_3.jpg`` -> (composite, mask ``c1_2.png``, real ``c1.jpg``)."""
-        sub, _, file = name.split("/", 2)
-        stem = Path(file).stem
+        folder = str(Path(name).parent.parent)
+        prefix = "" if folder == "." else f"{folder}/"
+        stem = Path(name).stem
         mask = stem.rsplit("_", 1)[0]
         real = mask.rsplit("_", 1)[0]
-        return name, f"{sub}/masks/{mask}.png", f"{sub}/real_images/{real}.jpg"
+        return name, f"{prefix}masks/{mask}.png", f"{prefix}real_images/{real}.jpg"
 
     def read(self, unit: Unit, text_keys: tuple[str, ...], phrase: bool = False) -> list[dict[str, Any]]:
         names = self._list(("train", "test")[unit.part])
         out = []
         for i in unit.rows:
             comp, mask, real = self.paths_for(names[i])
-            row: dict[str, Any] = {"sample_id": comp, "recipe": comp.split("/")[0]}
+            row: dict[str, Any] = {"sample_id": comp, "recipe": self.sub_of(comp)}
             for key, rel in (("composite", comp), ("mask", mask), ("target", real)):
                 try:
                     row[key] = (self.root / rel).read_bytes()
