@@ -106,3 +106,24 @@ def test_hts_merged_layout_reads_the_same_rows(sample_dataset, tmp_path):
                         batch["composite"].sum((1, 2, 3)).tolist(), batch["mask"].sum((1, 2, 3)).tolist()))
 
     assert rows(merged) == rows(split) and len(rows(split)) == 4
+
+
+def test_a_bad_iharmony4_folder_is_one_line_or_counted_skips_naming_the_file(sample_dataset, tmp_path):
+    import cv2
+    import numpy as np
+
+    empty = tmp_path / "empty"
+    (empty / "HCOCO").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"empty: no IHD_test.txt and no <Sub>/<Sub>_test.txt list"):
+        Loader(open_source(empty), "test", TrainData(size=32, workers=0), 4, 0, train=False)
+    ih = tmp_path / "ih"
+    names = make_iharmony4(ih, sample_dataset, n=4)   # f100 c101 f102 c103
+    (ih / "HCOCO" / "real_images" / "c101.jpg").unlink()    # a composite without its real image
+    ok, png = cv2.imencode(".png", np.zeros((7, 9), np.uint8))
+    (ih / "HCOCO" / "masks" / "c103_3.png").write_bytes(png.tobytes())   # a mask of another size
+    loader = Loader(open_source(ih), "test", TrainData(size=32, workers=0), 4, 0, train=False)
+    assert [s for b in loader.epoch(0) for s in b["sample_id"]] == [names[0], names[2]]
+    report = loader.take_skip_report()
+    assert report["counts"] == {"missing_file": 1, "size_mismatch": 1}
+    assert report["examples"]["missing_file"][0].startswith(f"{names[1]} (HCOCO/real_images/c101.jpg: ")
+    assert report["examples"]["size_mismatch"] == [names[3]]

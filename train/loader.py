@@ -224,7 +224,9 @@ class TripleStream(IterableDataset):
             else:
                 got = decode_triple(row, self.size, bool(flip))
             if isinstance(got, str):
-                skipped.append((row["sample_id"], got))
+                # The example names the file at fault when it is not the row itself.
+                where = f"{row['sample_id']} ({row['error']})" if row.get("error") else row["sample_id"]
+                skipped.append((where, got))
                 continue
             missing = [k for k in self.text_keys if row.get(k) is None]
             if missing:
