@@ -24,9 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/phraseharmony build --config configs/sample.yaml --out $(OUT)
 
+# Two pytest-xdist workers (CI has 2 cores), whole files per worker so module fixtures
+# are made once, the longest files first (tests/conftest.py orders them; xdist would
+# otherwise start with the files of most tests); session fixtures are shared.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # A long-lived local Prefect server, a process work pool and a worker (two terminals).
 server: $(STAMP)

@@ -83,7 +83,7 @@ def main() -> None:
 
     import torch
 
-    import tasks.torch_compat  # noqa: F401
+    import tasks.core.torch_compat  # noqa: F401
     from model_fixtures import make_blip, make_clip
     from schemas.config import load_config
     from tasks.captions import engine, prefetch

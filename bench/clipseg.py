@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    import tasks.torch_compat  # noqa: F401
+    import tasks.core.torch_compat  # noqa: F401
     from model_fixtures import make_clipseg
 
     device = "cuda" if args.gpu else "cpu"

@@ -37,12 +37,12 @@ def main() -> None:
 
     import torch
 
-    import tasks.torch_compat  # noqa: F401
+    import tasks.core.torch_compat  # noqa: F401
     from model_fixtures import make_blip
     from tasks.captions import decoder, engine, vision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from transformers import BlipForConditionalGeneration  # after tasks.torch_compat
+    from transformers import BlipForConditionalGeneration  # after tasks.core.torch_compat
     work = Path(tempfile.mkdtemp(prefix="ph-parity-"))
     folder = make_blip(work / "blip", "tiny" if a.size == "tiny" else "large")
     results = []

@@ -60,7 +60,7 @@ def serve(ready, port_out, n, w, h, latency) -> None:
 OURS = r"""
 import json, resource, sys, time
 from schemas.config import load_config
-from tasks.downloader import acquire_records
+from tasks.acquire.downloader import acquire_records
 records = json.load(open(sys.argv[1]))
 cfg = load_config(None, ["images.source=http", "images.workers=32", f"images.processes={sys.argv[3]}",
                          "images.http.per_host_rate=1000000"], sys.argv[2])

@@ -65,7 +65,7 @@ def child(kind: str, folder: str) -> dict:
     out: dict = {}
     if kind in ("ours", "rerun_check"):
         from schemas.config import load_config
-        from tasks.annotations import ingest
+        from tasks.acquire.annotations import ingest
 
         cfg = load_config(None, [f"annotations.dir={folder}", "annotations.splits=[train]"],
                           Path(folder) / "out")
@@ -75,8 +75,8 @@ def child(kind: str, folder: str) -> dict:
     elif kind == "rerun_check":
         # What a rerun pays before it knows what to redo: input hashes + the table
         # reused, then every shard's inputs digest (tasks, reference groups, ledger).
-        from tasks.annotations import read_annotation_table
-        from tasks.shard_plan import plan_shards
+        from tasks.acquire.annotations import read_annotation_table
+        from tasks.core.shard_plan import plan_shards
 
         res = ingest(cfg, reuse_only=True)
         t1 = time.perf_counter()

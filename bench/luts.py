@@ -22,8 +22,8 @@ from PIL import Image, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lut_library import build_library  # noqa: E402
-from tasks.lut_kernels import composite_u8  # noqa: E402
-from tasks.sample_photos import load_photo  # noqa: E402
+from tasks.acquire.sample_photos import load_photo  # noqa: E402
+from tasks.synthesize.lut_kernels import composite_u8  # noqa: E402
 
 
 def median_ms(fn, repeat: int) -> float:

@@ -64,7 +64,7 @@ def labelled_rows() -> list[dict]:
 
 def judge_rows(rows: list[dict], cfg=None) -> list[list[str]]:
     from schemas.config import RealismConfig
-    from tasks.realism import assess
+    from tasks.synthesize.realism import assess
 
     return [assess(r["target"], r["composite"], r["mask"], cfg or RealismConfig()) for r in rows]
 
@@ -73,11 +73,12 @@ def no_longer_made(rows: list[dict]) -> list[str | None]:
     """Per row, why today's default build would not make it (or None): its look is out
     of composites, its phrase's head noun is stuff, its mask is box-shaped, or the photo
     shows no edge along the mask's outline."""
+    from lut_library import pool_for
     from schemas.config import RunConfig
-    from tasks.realism import mask_outline_contrast
+    from tasks.synthesize.realism import mask_outline_contrast
 
     cfg = RunConfig()
-    looks = cfg.luts.library()
+    looks = pool_for(cfg.luts)
     out = []
     for r in rows:
         ys, xs = np.nonzero(r["mask"])
@@ -158,7 +159,7 @@ def main() -> None:
     print(f"\nflagged vs a reviewer's drop (no_op, absurd, artifact): precision {s['precision']:.0%}, "
           f"recall {s['recall']:.0%}")
     if a.sheets:
-        from tasks.realism import REASONS
+        from tasks.synthesize.realism import REASONS
 
         for reason in REASONS:
             hit = [r for r, f in zip(rows, flags) if reason in f][:a.max_per_sheet]

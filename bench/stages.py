@@ -28,7 +28,7 @@ def make_input(work: Path, n_images: int, looks: list | None = None) -> tuple[Pa
     """Annotation files and a photo folder for ``n_images`` images; replica ``i`` is
     graded by ``looks[i % len(looks)]`` (default: the photographic built-in looks)."""
     from schemas.config import SAMPLE_ANNOTATIONS
-    from tasks.sample_photos import materialize
+    from tasks.acquire.sample_photos import materialize
 
     photos = work / "photos_src"
     materialize(photos)
@@ -74,32 +74,36 @@ def run_stage(stage: str, cfg_args: dict) -> dict:
     t0 = time.perf_counter()
     extra: dict = {}
     if stage == "ingest":
-        from tasks.annotations import ingest
+        from tasks.acquire.annotations import ingest
         extra["rows"] = ingest(cfg)["rows"]
     elif stage == "acquire":
-        from tasks.annotations import ingest
-        from tasks.downloader import acquire_records
+        from tasks.acquire.annotations import ingest
+        from tasks.acquire.downloader import acquire_records
         images = ingest(cfg)["images"]
         t0 = time.perf_counter()
         extra["counts"] = dict(acquire_records(cfg, list(images.values())))
     elif stage == "shards":
-        from tasks.annotations import ingest
-        from tasks.build_state import shard_state
-        from tasks.ledger import read_ledger
-        from tasks.shards import build_shard
+        from lut_library import pool_for, version_for
+        from tasks.acquire.annotations import ingest
+        from tasks.acquire.ledger import read_ledger
+        from tasks.publish.build_state import shard_state
+        from tasks.publish.shards import build_shard
         ingest(cfg)
         ledger = read_ledger(cfg.images_dir)
-        specs = shard_state(cfg, ledger).specs  # (also builds the LUT library: once per process)
+        luts, version = pool_for(cfg.luts), version_for(cfg.luts)  # (once per process)
+        specs = shard_state(cfg, ledger, version).specs
         t0 = time.perf_counter()
-        markers = [build_shard(cfg, s, ledger) for s in specs]
+        markers = [build_shard(cfg, s, ledger, luts, version) for s in specs]
         extra.update(rows=sum(m["rows"] for m in markers), shards=len(specs),
                      recipes=_recipe_counts(cfg, markers))
     elif stage == "card":
-        from tasks.annotations import SkipLog
-        from tasks.card import write_card, write_preview
-        from tasks.manifest import build_manifest
+        from lut_library import left_out_for, version_for
+        from tasks.acquire.annotations import SkipLog
+        from tasks.publish.card import write_card, write_preview
+        from tasks.publish.manifest import build_manifest
         markers = [json.loads(p.read_text()) for p in sorted((cfg.out_dir / "_done").glob("*.json"))]
-        manifest = build_manifest(cfg, markers, {}, SkipLog())
+        manifest = build_manifest(cfg, markers, {}, SkipLog(), version_for(cfg.luts),
+                                  left_out_for(cfg.luts))
         write_card(cfg, cfg.out_dir, manifest)
         write_preview(cfg.out_dir, manifest)
     elif stage == "codec_floor":
@@ -123,8 +127,8 @@ def codec_floor(cfg) -> dict:
     """Per row: decode the photo, resize, encode two JPEGs and one PNG mask."""
     import numpy as np
 
-    from tasks.images import decode_resized
-    from tasks.samples import encode_jpeg, encode_mask_png
+    from tasks.acquire.images import decode_resized
+    from tasks.synthesize.samples import encode_jpeg, encode_mask_png
 
     paths = sorted(cfg.images_dir.glob("*.jpg"))[:40]
     mask = np.zeros((cfg.synthesis.size,) * 2, bool)

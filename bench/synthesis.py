@@ -8,10 +8,10 @@ does) -> recipe (LUTs, quality filter with its metrics) -> encode target, compos
 (JPEG) and mask (1-bit PNG).
 Codec floor, same photos: decode -> resize -> the same three encodes, nothing else.
 The full path judges each LUT draw on a subsample of the region first
-(``tasks.prejudge``); the same path without it, in the same run, is the baseline for
+(``tasks.synthesize.prejudge``); the same path without it, in the same run, is the baseline for
 that (and the outcomes of the two are compared sample by sample). The mask fit
-(GrabCut, ``tasks.mask_fit``) runs once per task, not per sample: timed on its own.
-Realism judge alone: ``tasks.composite.judge`` (features + thresholds) on kept
+(GrabCut, ``tasks.synthesize.mask_fit``) runs once per task, not per sample: timed on its own.
+Realism judge alone: ``tasks.synthesize.composite.judge`` (features + thresholds) on kept
 ``lut_pair`` triples as the build runs it on each draw (the photo's outline contrast
 measured once per task and passed in), against the full ``lut_pair`` path (which
 includes it); beside it, that once-per-task measurement, and ``assess`` on a bare triple
@@ -36,17 +36,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.config import SAMPLE_ANNOTATIONS, MaskConfig, SynthesisConfig  # noqa: E402
-from tasks.composite import judge, sample_seed, synthesize  # noqa: E402
-from tasks.images import decode_resized  # noqa: E402
-from tasks.mask_fit import fit_mask  # noqa: E402
-from tasks.masks import stored_mask  # noqa: E402
-from tasks.prejudge import probe  # noqa: E402
-from tasks.realism import assess, mask_outline, mask_outline_contrast  # noqa: E402
-from tasks.samples import encode_jpeg, encode_mask_png  # noqa: E402
+from tasks.acquire.images import decode_resized  # noqa: E402
+from tasks.synthesize.composite import judge, sample_seed, synthesize  # noqa: E402
+from tasks.synthesize.mask_fit import fit_mask  # noqa: E402
+from tasks.synthesize.masks import stored_mask  # noqa: E402
+from tasks.synthesize.prejudge import probe  # noqa: E402
+from tasks.synthesize.realism import assess, mask_outline, mask_outline_contrast  # noqa: E402
+from tasks.synthesize.samples import encode_jpeg, encode_mask_png  # noqa: E402
 
 
 def load_inputs(tmp: Path):
-    from tasks.sample_photos import materialize
+    from tasks.acquire.sample_photos import materialize
 
     materialize(tmp)
     records = json.loads((SAMPLE_ANNOTATIONS / "image_data_split.json").read_text())
@@ -168,7 +168,7 @@ def main() -> None:
 
 
 def drawn_for(tasks, images, data, masks, size):
-    """The tasks the build draws composites for (``tasks.samples.task_rows``' checks
+    """The tasks the build draws composites for (``tasks.synthesize.samples.task_rows``' checks
     before its draws: the phrase names an object, the photo shows the mask's outline)."""
     syn = SynthesisConfig()
     out = []

@@ -40,7 +40,7 @@ def _build(out: Path, overrides: list[str]) -> float:
 
 
 def _report(out: Path, cfg) -> dict:
-    from tasks.yield_report import check, yield_of
+    from tasks.publish.yield_report import check, yield_of
 
     markers = [json.loads(p.read_text()) for p in sorted((out / "_done").glob("*.json"))]
     rep = yield_of(markers, cfg.synthesis.composites_per_task)
@@ -54,7 +54,7 @@ def _report(out: Path, cfg) -> dict:
 def main() -> None:
     from bench.stages import make_input
     from schemas.config import SAMPLE_ANNOTATIONS, load_config
-    from tasks.yield_report import MEASURED, VGPHRASECUT_PHRASES, projection, settings_digest
+    from tasks.publish.yield_report import MEASURED, VGPHRASECUT_PHRASES, projection, settings_digest
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "vgphrasecut.yaml")

@@ -26,16 +26,17 @@ from prefect.states import Cancelled, Completed, Failed
 from flows.caption_stage import caption_stage
 from flows.runners import make_task_runner
 from flows.stages import acquire_task, artifact_key, build_shard_task, ingest_task
+from lut_library import left_out_for, version_for
 from schemas.config import RunConfig, load_config
 from schemas.errors import UserError
-from tasks.annotations import SkipLog
-from tasks.build_state import dataset_summary, shard_state
+from tasks.acquire.annotations import SkipLog
+from tasks.acquire.ledger import read_ledger
 from tasks.captions.stage import captions_enabled
-from tasks.card import write_card, write_preview
-from tasks.files import exclusive, revoke
-from tasks.ledger import read_ledger
-from tasks.manifest import build_manifest, read_manifest_or_none, write_manifest
-from tasks.shard_plan import ShardSpec, remove_stale
+from tasks.core.files import exclusive, revoke
+from tasks.core.shard_plan import ShardSpec, remove_stale
+from tasks.publish.build_state import dataset_summary, shard_state
+from tasks.publish.card import write_card, write_preview
+from tasks.publish.manifest import build_manifest, read_manifest_or_none, write_manifest
 
 # Machine-readable shard progress for callers that show a bar (the CLI); it does not
 # propagate, so it never reaches a log.
@@ -152,7 +153,8 @@ def _announce(cfg: RunConfig, message: str) -> None:
 def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
     logger.info("config %s (%s) -> %s", cfg.name, cfg.config_hash(), cfg.out_dir)
     _say_what_config_changes(cfg, logger)
-    for problem in cfg.luts.left_out():
+    luts_version, luts_left_out = version_for(cfg.luts), left_out_for(cfg.luts)
+    for problem in luts_left_out:
         logger.warning("LUT left out of the library: %s", problem)
     # Before any work: `captions.enabled: true` with weights missing stops here.
     captions_on, why = captions_enabled(cfg)
@@ -166,7 +168,7 @@ def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
     ledger = read_ledger(cfg.images_dir)
 
     extras = caption_stage(cfg, captions_on, ledger, token, logger)
-    state = shard_state(cfg, ledger, verify, extras)
+    state = shard_state(cfg, ledger, luts_version, verify, extras)
     removed = remove_stale(cfg.out_dir, state.specs)
     if removed:
         logger.info("removed %d file(s) the plan no longer has or a killed run left: %s",
@@ -189,7 +191,8 @@ def _build(cfg: RunConfig, verify: bool, token: str, logger) -> dict[str, Any]:
                 "complete": False, "images": dict(counts)}
 
     manifest = build_manifest(cfg, [done[s.name] for s in state.specs], ingested["files"],
-                              SkipLog.from_json(ingested["skips"]), captions_on, ingested["images"])
+                              SkipLog.from_json(ingested["skips"]), luts_version, luts_left_out,
+                              captions_on, ingested["images"])
     changed = write_manifest(cfg.out_dir, manifest)
     card, preview = cfg.out_dir / "README.md", cfg.out_dir / "preview.png"
     if changed or not card.exists() or not preview.exists():

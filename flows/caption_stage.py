@@ -11,10 +11,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from flows.runners import make_task_runner
 from flows.stages import artifact_key, caption_part_task
 from schemas.config import RunConfig
-from tasks.annotations import read_annotation_table
-from tasks.build_state import is_ready
+from tasks.acquire.annotations import read_annotation_table
 from tasks.captions.plan import CAPTIONS_OFF, caption_extras, part_phrases, phrases_by_image
-from tasks.shard_plan import plan_shards
+from tasks.core.shard_plan import plan_shards
+from tasks.publish.build_state import is_ready
 
 
 def caption_stage(cfg: RunConfig, on: bool, ledger: dict, token: str, logger) -> dict[str, str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from schemas.errors import UserError
-from tasks.lifecycle import die_with_parent
+from tasks.core.lifecycle import die_with_parent
 
 STARTUP_TIMEOUT_S = 90.0
 

@@ -8,17 +8,17 @@ import signal
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from schemas.config import RunnerConfig
-from tasks.lifecycle import die_with_parent
+from tasks.core.lifecycle import die_with_parent
 
 
 def _process_worker_init(parent: int) -> None:
     """Workers die with the build, and leave Ctrl-C to it: the build cancels queued
     shards and revokes its folder token, which running shards check per image."""
-    import tasks.shards
+    import tasks.publish.shards
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
-    tasks.shards.WORKER_PARENT = parent
+    tasks.publish.shards.WORKER_PARENT = parent
 
 
 def make_task_runner(cfg: RunnerConfig) -> TaskRunner:

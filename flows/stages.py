@@ -15,9 +15,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled
 
-from tasks.annotations import ingest
-from tasks.downloader import acquire_records
-from tasks.shards import ShardStopped, build_shard
+from lut_library import pool_for, version_for
+from tasks.acquire.annotations import ingest
+from tasks.acquire.downloader import acquire_records
+from tasks.publish.shards import ShardStopped, build_shard
 
 _plain = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -50,7 +51,7 @@ def build_shard_or_stop(cfg, spec, ledger, token=None, captions=False):
     """A shard, or a Cancelled task run when its build was cancelled (Ctrl-C) or lost
     the folder: nothing was published, and that is not a failure of the shard."""
     try:
-        return build_shard(cfg, spec, ledger, token, captions)
+        return build_shard(cfg, spec, ledger, pool_for(cfg.luts), version_for(cfg.luts), token, captions)
     except ShardStopped as exc:
         return Cancelled(message=str(exc))
 
@@ -60,7 +61,7 @@ def caption_part_or_stop(cfg, split, index, image_ids, ledger, phrases, token=No
     folder token like shards do."""
     from tasks.captions.stage import caption_part
     from tasks.captions.store import PartStopped
-    from tasks.files import still_owner
+    from tasks.core.files import still_owner
 
     try:
         return caption_part(cfg, split, index, image_ids, ledger, phrases,

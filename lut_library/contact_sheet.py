@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tasks.luts import Lut3D
-from tasks.sample_photos import load_photo
+from tasks.acquire.sample_photos import load_photo
+from tasks.synthesize.luts import Lut3D
 
 
 def contact_sheet(luts: dict[str, Lut3D], photo: str = "astronaut", tile: int = 128,

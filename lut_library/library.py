@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from lut_library.looks import LOOKS, builtin_luts
-from tasks.colorimetry import delta_e_rows, srgb_to_lab
-from tasks.fixedmath import atan2_array
-from tasks.luts import CubeError, Lut3D, read_cube
+from tasks.core.fixedmath import atan2_array
+from tasks.synthesize.colorimetry import delta_e_rows, srgb_to_lab
+from tasks.synthesize.luts import CubeError, Lut3D, read_cube
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.json"
@@ -190,6 +190,26 @@ def _library(size, user_dirs, exclude_technical, near_delta_e,
     return tuple(luts.items())
 
 
+def pool_for(luts) -> dict[str, Lut3D]:
+    """The looks a build with ``luts`` (a LutsConfig) composites with."""
+    return build_library(luts.size, tuple(str(d) for d in luts.user_dirs), luts.exclude_technical,
+                         luts.near_duplicate_delta_e, luts.composite_min_delta_e,
+                         luts.composite_photographic_only)
+
+
+def version_for(luts) -> str:
+    """The library's one version under ``luts``: a digest of every usable look (built-in
+    and user) before the composite ΔE floor (which the config hash covers). `luts build`
+    prints the same for the built-ins."""
+    return library_version(build_library(luts.size, tuple(str(d) for d in luts.user_dirs),
+                                         luts.exclude_technical, luts.near_duplicate_delta_e))
+
+
+def left_out_for(luts) -> list[str]:
+    """User LUT files that did not join the library under ``luts``, each "file[:line]: why"."""
+    return list(left_out(tuple(str(d) for d in luts.user_dirs), luts.exclude_technical))
+
+
 @lru_cache(maxsize=4)
 def left_out(user_dirs: tuple[str, ...], exclude_technical: bool = True) -> tuple[str, ...]:
     """Every user .cube that did not join the library, as "file[:line]: reason"
@@ -223,7 +243,7 @@ def library_version(luts: dict[str, Lut3D] | None = None) -> str:
 # --- the committed manifest and the generated .cube files --------------------------------
 
 def manifest_entries(size: int = 33) -> list[dict]:
-    from tasks.luts import cube_bytes
+    from tasks.synthesize.luts import cube_bytes
 
     luts = builtin_luts(size)
     out = []
@@ -239,7 +259,7 @@ def manifest_entries(size: int = 33) -> list[dict]:
 
 
 def write_manifest(size: int = 33, path: Path = MANIFEST) -> dict:
-    from tasks.files import write_json_atomic
+    from tasks.core.files import write_json_atomic
 
     data = {"size": size, "count": len(LOOKS), "version": library_version(builtin_luts(size)),
             "chart": "ColorChecker24 - After November 2014, sRGB D65",
@@ -250,7 +270,7 @@ def write_manifest(size: int = 33, path: Path = MANIFEST) -> dict:
 
 def write_cubes(out_dir: Path = GENERATED, size: int = 33) -> list[Path]:
     """Every built-in look as ``<id>.cube`` (deterministic bytes, TITLE = id)."""
-    from tasks.luts import write_cube
+    from tasks.synthesize.luts import write_cube
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

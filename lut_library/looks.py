@@ -5,7 +5,7 @@ parameters. White balance (a chromatic adaptation by correlated colour temperatu
 exposure act in linear light, as a camera's would; tone, saturation, toning and mixing
 act on display values, as a colourist's grade would. ``LOOKS`` lists every built-in look
 with its parameters; ``manifest.json`` beside this file records them with checksums.
-Powers and sines are ``tasks.fixedmath``'s: a look's table must not depend on the CPU.
+Powers and sines are ``tasks.core.fixedmath``'s: a look's table must not depend on the CPU.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from tasks import fixedmath, linalg3
-from tasks.luts import Lut3D
+from tasks.core import fixedmath, linalg3
+from tasks.synthesize.luts import Lut3D
 
 # Rec.709 luma weights: "how bright a colour looks" for saturation and toning.
 LUMA = np.array([0.2126, 0.7152, 0.0722])

@@ -1,7 +1,7 @@
 """Regenerates the bundled sample annotations in VGPhraseCut's official format.
 
 The photos are real ones that ship inside installed packages (see
-``tasks/sample_photos.py``); the polygons below were drawn by hand over them, in
+``tasks/acquire/sample_photos.py``); the polygons below were drawn by hand over them, in
 original-image pixels. Run ``python sample_data/build_sample.py`` after editing;
 the JSON files it writes are what the pipeline reads.
 """
@@ -20,7 +20,7 @@ def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 20) -> list[lis
              round(cy + ry * math.sin(2 * math.pi * k / n), 2)] for k in range(n)]
 
 
-# image_id -> (photo key, width, height, split, coco_id); keys as in tasks/sample_photos.py
+# image_id -> (photo key, width, height, split, coco_id); keys as in tasks/acquire/sample_photos.py
 IMAGES = {
     9100001: ("astronaut", 512, 512, "train", None),
     9100002: ("chelsea", 451, 300, "train", None),

@@ -139,7 +139,7 @@ class MaskConfig(_Strict):
     rule: Literal["official", "coco"] = "official"
     # A mask pixel at output size is foreground when >= this fraction of its area was.
     binarize_threshold: float = Field(0.5, gt=0.0, le=1.0)
-    # Fit the polygon mask to the photo's edges before compositing (tasks/mask_fit.py,
+    # Fit the polygon mask to the photo's edges before compositing (tasks/synthesize/mask_fit.py,
     # GrabCut): a loose polygon recoloured paints a panel with a seam through the
     # background. The row keeps the polygon's own mask too (polygon_mask).
     fit: bool = True
@@ -166,7 +166,7 @@ class MaskConfig(_Strict):
 
 
 class RealismConfig(_Strict):
-    # The realism judge's thresholds (tasks/realism.py; measured on the labelled set in
+    # The realism judge's thresholds (tasks/synthesize/realism.py; measured on the labelled set in
     # tests/fixtures/realism, see docs/realism.md). Every feature is stored per row, so
     # other thresholds can be applied to a built dataset without rebuilding it.
     # Visibility floor: under mean ΔE2000 6 or fMSE 100 on the foreground a reviewer
@@ -274,7 +274,7 @@ class SynthesisConfig(_Strict):
     # Draw another LUT choice / reference / strength up to this many times (the realism
     # judge turns down 30-75% of draws, by recipe; with 4, 10% of phrases got no row).
     max_attempts: int = Field(6, ge=1)
-    # Judge a LUT draw on a subsample of the region before rendering it (tasks/prejudge.py):
+    # Judge a LUT draw on a subsample of the region before rendering it (tasks/synthesize/prejudge.py):
     # a turned-down draw then costs a fraction of a sample. Off: every draw is rendered.
     prejudge: bool = True
     # hist_ycbcr is not drawn for regions under this share of the frame: its per-channel
@@ -323,28 +323,8 @@ class LutsConfig(_Strict):
     # as look B: one greyed object in a colour photo, or a colour object in a monochrome
     # one, is not a mismatch a camera or a light makes (the manifest marks the 8 built-ins).
     composite_photographic_only: bool = True
-
-    def library(self):
-        from lut_library import build_library
-
-        return build_library(self.size, tuple(str(d) for d in self.user_dirs),
-                             self.exclude_technical, self.near_duplicate_delta_e,
-                             self.composite_min_delta_e, self.composite_photographic_only)
-
-    def version(self) -> str:
-        """The library's one version: a digest of every usable look (built-in and user),
-        before the composite ΔE floor (which the config hash covers). `luts build`
-        prints the same for the built-ins."""
-        from lut_library import build_library, library_version
-
-        return library_version(build_library(self.size, tuple(str(d) for d in self.user_dirs),
-                                             self.exclude_technical, self.near_duplicate_delta_e))
-
-    def left_out(self) -> list[str]:
-        """User LUT files that did not join the library, each "file[:line]: why"."""
-        from lut_library.library import left_out
-
-        return list(left_out(tuple(str(d) for d in self.user_dirs), self.exclude_technical))
+    # What a build takes from these settings (the look pool, its version, the user files
+    # left out): lut_library.pool_for / version_for / left_out_for.
 
 
 class CaptionsConfig(_Strict):

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+# A ledger row's statuses. Settled ones are final until the inputs change; "retry" is not.
+OK = "ok"
+RETRY = "retry"                  # transient failure, tried again next run
+FAILED = "failed"                # permanent (404, 410, not an image, ...) or gave up
+MISSING = "missing"              # local/zip source has no such file
+CORRUPT = "corrupt"              # bytes do not decode to a whole image
+TOO_LARGE = "too_large"          # pixels or bytes over the configured limit
+INVALID = "invalid"              # the record itself is bad (no url, bad id, ...)
+SETTLED = frozenset({OK, FAILED, MISSING, CORRUPT, TOO_LARGE, INVALID})
+STATUSES = SETTLED | {RETRY}
+
 
 class LedgerRow(TypedDict, total=False):
     """One line of ``images/_ledger.jsonl`` (the latest line per image_id wins).
-    Statuses and what "settled" means: ``tasks/ledger.py``."""
+    Statuses and what "settled" means: above."""
     image_id: int
     record: str            # instead of image_id: "file[index]" of a record without a usable id
     status: str            # ok | retry | failed | missing | corrupt | too_large | invalid
@@ -46,7 +57,7 @@ class ShardMarker(TypedDict):
     sha256: str
     config_hash: str
     code_version: str
-    inputs_digest: str     # everything the shard is made from (tasks/shard_plan.py)
+    inputs_digest: str     # everything the shard is made from (tasks/core/shard_plan.py)
     references: list       # [image_id, sha256 | "unavailable"] of each reference photo read
     images: int
     tasks: int

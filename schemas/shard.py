@@ -3,7 +3,7 @@
 Column groups follow DESIGN.md. v2: ``caption_candidates`` became (text, CLIP score)
 structs, best first, and the caption and embedding columns are filled by the captions
 stage (null when it is off). v3: ``realism``, the realism judge's features of the row
-(``tasks/realism.py``), so a built dataset can be re-filtered with other thresholds.
+(``tasks/synthesize/realism.py``), so a built dataset can be re-filtered with other thresholds.
 v4: ``realism.outline_contrast``. v5: the mask composited with is the polygon fitted to
 the photo's edges where the fit agrees with it (``mask_source``); the annotation's own
 polygon mask stays in ``polygon_mask`` (segmentation metrics against VGPhraseCut).
@@ -20,7 +20,7 @@ SCHEMA_VERSION = "5"
 _relation = pa.list_(pa.list_(pa.string()))
 _embedding = pa.list_(pa.float16())
 _candidate = pa.struct([("text", pa.string()), ("clip_score", pa.float32())])
-# The realism judge's features (tasks/realism.py computes them, RealismConfig thresholds
+# The realism judge's features (tasks/synthesize/realism.py computes them, RealismConfig thresholds
 # them), all on the composite vs the target inside the mask unless said otherwise.
 REALISM_FIELDS: list[tuple[str, str]] = [
     ("delta_e", "mean CIEDE2000 (as the delta_e column)"),
@@ -74,7 +74,7 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
     ("polygon_mask", pa.binary(), False, "PNG, 1-bit: the annotation's polygon mask (VGPhraseCut's "
      "rasterization rule); equal to mask when mask_source is polygon"),
     ("mask_source", pa.string(), False, "fitted (the polygon fitted to the photo's edges, "
-     "tasks/mask_fit.py) | polygon (the fit was off or did not agree with the polygon)"),
+     "tasks/synthesize/mask_fit.py) | polygon (the fit was off or did not agree with the polygon)"),
     ("mask_fit_iou", pa.float32(), False, "IoU of the GrabCut fit with the polygon mask, kept or not "
      "(kept when >= masks.fit_min_iou; 1 when no fit was tried)"),
     ("width", pa.int32(), False, "stored width"),

@@ -23,17 +23,17 @@ CIRCLES = ((64, 64, 36), (45, 80, 25), (85, 50, 30))
 def main() -> dict[str, str]:
     from lut_library import build_library
     from schemas.config import MaskConfig, SynthesisConfig
-    from tasks.colorimetry import delta_e_stride
-    from tasks.composite import draw_looks
-    from tasks.images import decode_resized
-    from tasks.mask_fit import fit_mask
-    from tasks.masks import stored_mask
-    from tasks.metrics import difficulty
-    from tasks.prejudge import prejudge
-    from tasks.realism import features
-    from tasks.sample_photos import SAMPLE_PHOTOS, load_photo
-    from tasks.samples import encode_jpeg, encode_mask_png
-    from tasks.transfers import TransferError, transfer
+    from tasks.acquire.images import decode_resized
+    from tasks.acquire.sample_photos import SAMPLE_PHOTOS, load_photo
+    from tasks.synthesize.colorimetry import delta_e_stride
+    from tasks.synthesize.composite import draw_looks
+    from tasks.synthesize.mask_fit import fit_mask
+    from tasks.synthesize.masks import stored_mask
+    from tasks.synthesize.metrics import difficulty
+    from tasks.synthesize.prejudge import prejudge
+    from tasks.synthesize.realism import features
+    from tasks.synthesize.samples import encode_jpeg, encode_mask_png
+    from tasks.synthesize.transfers import TransferError, transfer
 
     # The codec path of a row: the photo's JPEG decoded and resized, a polygon mask,
     # the three encodes.

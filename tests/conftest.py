@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +32,21 @@ os.environ.update({
 os.environ.pop("PREFECT_API_URL", None)
 
 
+# The files that take longest start first: under pytest-xdist (whole files per worker,
+# in this order: `make test` passes --no-loadscope-reorder) no worker is then left alone
+# with a long file at the end. Measured with `pytest --durations=0` (docs/benchmarks.md);
+# the order matters only for wall time.
+LONGEST_FIRST = ("test_captions.py", "test_interrupts.py", "test_deployment.py", "test_clipseg.py",
+                 "test_cli.py", "test_rerun_property.py", "test_runners.py", "test_bad_records.py",
+                 "test_train_errors.py", "test_train_runs.py", "test_lut_library.py",
+                 "test_cpu_independence.py", "test_train_lifetime.py", "test_resume.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: file order kept
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One temporary local Prefect server for every in-process flow run of the suite;
@@ -40,6 +58,60 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+def made_once(tmp_path_factory, name: str, make):
+    """What ``make(folder)`` returns (JSON), made once per test session even when
+    pytest-xdist runs several workers: the first worker to take the lock makes it in a
+    folder beside the workers' own, the others wait and read the same result."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent   # shared by the workers of this run
+    folder, made = root / f"made-{name}", root / f"made-{name}.json"
+    with open(root / f"made-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            made.write_text(json.dumps(make(folder)))
+    return json.loads(made.read_text())
+
+
+def _migrated_prefect_db(folder: Path) -> str:
+    """A PREFECT_HOME whose SQLite database a temporary server has created and migrated
+    (then stopped): a server started on a copy comes up in ~5 s instead of ~16 s."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(folder)
+    subprocess.run([sys.executable, "-c", "from flows.local_server import prefect_api\n"
+                    "with prefect_api():\n    pass"], cwd=REPO, env=env, check=True, timeout=300)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect_db(tmp_path_factory) -> Path:
+    return Path(made_once(tmp_path_factory, "prefect-db", _migrated_prefect_db))
+
+
+def seed_prefect_home(home: Path, template: Path) -> Path:
+    """``home`` holding a copy of the migrated database (and nothing else: tests look for
+    the server log a CLI leaves there)."""
+    home.mkdir(parents=True, exist_ok=True)
+    for db in template.glob("prefect.db*"):
+        shutil.copyfile(db, home / db.name)
+    return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _seeded_session_home(migrated_prefect_db):
+    """The suite's PREFECT_HOME (CLI subprocesses without PREFECT_API_URL start their
+    temporary server on it) starts from the migrated database too."""
+    seed_prefect_home(_HOME, migrated_prefect_db)
+
+
+@pytest.fixture
+def prefect_home(migrated_prefect_db, tmp_path) -> Path:
+    """A fresh PREFECT_HOME for a CLI that starts its own server, its database migrated."""
+    return seed_prefect_home(tmp_path / "prefect-home", migrated_prefect_db)
+
+
 def build(out_dir: Path, *overrides: str, config: Path = SAMPLE_CONFIG) -> dict:
     from flows.build_dataset import build_dataset
 
@@ -49,9 +121,11 @@ def build(out_dir: Path, *overrides: str, config: Path = SAMPLE_CONFIG) -> dict:
 @pytest.fixture(scope="session")
 def sample_dataset(prefect_server, tmp_path_factory) -> Path:
     """The bundled sample, built once with the default config (read-only for tests)."""
-    out = tmp_path_factory.mktemp("sample") / "out"
-    build(out)
-    return out
+    def make(folder: Path) -> str:
+        build(folder / "out")
+        return str(folder / "out")
+
+    return Path(made_once(tmp_path_factory, "sample", make))
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +133,11 @@ def models(tmp_path_factory):
     """Tiny random BLIP and CLIP models saved as local folders (two CLIPs differing by seed)."""
     from model_fixtures import make_blip, make_clip
 
-    root = tmp_path_factory.mktemp("models")
-    return {"blip": str(make_blip(root / "blip")), "clip": make_clip(root / "clip"),
-            "clip2": make_clip(root / "clip2", seed=1)}
+    def make(root: Path) -> dict:
+        return {"blip": str(make_blip(root / "blip")), "clip": make_clip(root / "clip"),
+                "clip2": make_clip(root / "clip2", seed=1)}
+
+    return made_once(tmp_path_factory, "models", make)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +145,7 @@ def clipseg(tmp_path_factory) -> Path:
     """A tiny random CLIPSeg (model + processor) saved as a local folder."""
     from model_fixtures import make_clipseg
 
-    return make_clipseg(tmp_path_factory.mktemp("clipseg") / "clipseg")
+    return Path(made_once(tmp_path_factory, "clipseg", lambda root: str(make_clipseg(root / "clipseg"))))
 
 
 def captions_on(models, clip="clip", *extra):
@@ -81,9 +157,26 @@ def captions_on(models, clip="clip", *extra):
 @pytest.fixture(scope="session")
 def captioned(models, prefect_server, tmp_path_factory):
     """The sample built with captions on (tiny models): rows carry clip_* embeddings."""
-    out = tmp_path_factory.mktemp("captioned") / "out"
-    build(out, *captions_on(models))
-    return out
+    def make(folder: Path) -> str:
+        build(folder / "out", *captions_on(models))
+        return str(folder / "out")
+
+    return Path(made_once(tmp_path_factory, "captioned", make))
+
+
+@pytest.fixture(scope="session")
+def few_photos(tmp_path_factory) -> Path:
+    """The sample's annotations with the training split cut to its first two photos (all
+    their phrases): for the kill and interrupt tests, whose builds (composites_per_task
+    raised, so that a shard is long enough to be caught) need one shard in progress, not
+    every photo of the split built three times."""
+    src = REPO / "sample_data" / "VGPhraseCut_v0"
+    dest = tmp_path_factory.mktemp("few-photos") / "VGPhraseCut_v0"
+    shutil.copytree(src, dest)
+    tasks = json.loads((src / "refer_train.json").read_text())
+    keep = sorted({t["image_id"] for t in tasks})[:2]
+    (dest / "refer_train.json").write_text(json.dumps([t for t in tasks if t["image_id"] in keep]))
+    return dest
 
 
 @pytest.fixture

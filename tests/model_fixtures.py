@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-import tasks.torch_compat  # noqa: F401
+import tasks.core.torch_compat  # noqa: F401
 
 WORDS = ("a picture of the man woman dog cat red blue green white black small large "
          "on in with and near street table car tree sky grass water person sitting standing "

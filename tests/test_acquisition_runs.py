@@ -20,8 +20,8 @@ from test_download import photo_jpeg
 
 from conftest import REPO, build, shard_bytes
 from schemas.config import SAMPLE_ANNOTATIONS, load_config
-from tasks.annotation_fetch import FetchError, ensure_files
-from tasks.ledger import read_ledger
+from tasks.acquire.annotation_fetch import FetchError, ensure_files
+from tasks.acquire.ledger import read_ledger
 
 
 def _ok_rows(images: Path) -> set[int]:
@@ -102,7 +102,7 @@ def test_sigkilled_download_resumes_without_refetching(tmp_path):
 
 def _served_sample(tmp_path: Path, server: FaultServer) -> Path:
     """The sample annotations with each image's url on the local server."""
-    from tasks.sample_photos import materialize
+    from tasks.acquire.sample_photos import materialize
 
     ann = tmp_path / "ann"
     shutil.copytree(SAMPLE_ANNOTATIONS, ann)
@@ -190,7 +190,7 @@ def test_build_from_visual_genome_zips_equals_the_sample(prefect_server, sample_
     """The images read member by member from VG-style zips give the same shards."""
     import zipfile
 
-    from tasks.sample_photos import materialize
+    from tasks.acquire.sample_photos import materialize
 
     photos = materialize(tmp_path / "photos")
     zips = [tmp_path / "images.zip", tmp_path / "images2.zip"]

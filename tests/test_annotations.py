@@ -4,7 +4,7 @@ import pytest
 
 from conftest import make_task
 from schemas.config import SAMPLE_ANNOTATIONS
-from tasks.annotations import (
+from tasks.acquire.annotations import (
     IMAGE_KEYS,
     TASK_KEYS,
     AnnotationError,
@@ -39,7 +39,7 @@ def test_sample_files_follow_the_official_format():
 
 
 def test_written_table_is_sorted_and_complete(tmp_path):
-    from tasks.annotations import read_annotation_table, write_annotation_table
+    from tasks.acquire.annotations import read_annotation_table, write_annotation_table
 
     table, images, skips, hashes = build_annotation_table(SAMPLE_ANNOTATIONS, ("train", "val", "test"))
     assert not skips.counts and len(images) == 8 and len(hashes) == 4
@@ -90,7 +90,7 @@ def test_bad_image_records_are_skipped(tmp_path):
 
 
 def test_streaming_reader_matches_json_load_and_names_broken_files(tmp_path):
-    from tasks.annotations import iter_json_array
+    from tasks.acquire.annotations import iter_json_array
 
     records = [make_task(task_id=f"1__{i}", ann_ids=[i]) for i in range(3000)]
     path = tmp_path / "refer_train.json"
@@ -122,7 +122,7 @@ def _write_bytes(tmp_path, data):
     ([["not a polygon"]], "task_bad_polygons"),
 ])
 def test_clean_polygons(polys, reason):
-    from tasks.annotations import clean_polygons
+    from tasks.acquire.annotations import clean_polygons
 
     out = clean_polygons(polys)
     assert (out if isinstance(out, str) else None) == reason

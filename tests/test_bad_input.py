@@ -7,9 +7,9 @@ import pytest
 
 from conftest import build
 from schemas.config import SAMPLE_ANNOTATIONS
-from tasks.annotations import AnnotationError
-from tasks.ledger import read_ledger
-from tasks.sample_photos import materialize
+from tasks.acquire.annotations import AnnotationError
+from tasks.acquire.ledger import read_ledger
+from tasks.acquire.sample_photos import materialize
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

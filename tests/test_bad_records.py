@@ -15,9 +15,9 @@ from PIL import Image
 
 from conftest import REPO, build, make_task
 from schemas.config import SAMPLE_ANNOTATIONS, AnnotationLimits
-from tasks.annotations import build_annotation_table
-from tasks.downloader import verify_image
-from tasks.json_stream import TOO_DEEP, iter_json_array
+from tasks.acquire.annotations import build_annotation_table
+from tasks.acquire.downloader import verify_image
+from tasks.acquire.json_stream import TOO_DEEP, iter_json_array
 
 
 def _write(folder, images, **files):
@@ -79,7 +79,7 @@ def test_deeply_nested_record_is_a_skip_in_bounded_memory(tmp_path):
     # VmHWM: this process's peak (ru_maxrss would include the forking test process's).
     code = ("import json, re, sys; from pathlib import Path\n"
             "from schemas.config import AnnotationLimits\n"
-            "from tasks.annotations import build_annotation_table\n"
+            "from tasks.acquire.annotations import build_annotation_table\n"
             "t, _, s, _ = build_annotation_table(Path(sys.argv[1]), ['train'], AnnotationLimits())\n"
             "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
             "print(json.dumps([t['task_id'].to_pylist(), dict(s.counts), peak // 1024]))\n")
@@ -125,8 +125,8 @@ def with_orientation(jpeg: bytes, orientation: int) -> bytes:
 def test_exif_orientation_is_recorded_and_never_applied(prefect_server, tmp_path, orientation):
     """Polygons are in stored-pixel coordinates: a photo tagged to display rotated gives
     exactly the shard of the same photo untagged."""
-    from tasks.ledger import read_ledger
-    from tasks.sample_photos import materialize
+    from tasks.acquire.ledger import read_ledger
+    from tasks.acquire.sample_photos import materialize
 
     plain, tagged = tmp_path / "plain", tmp_path / "tagged"
     materialize(plain)
@@ -146,8 +146,8 @@ def test_exif_orientation_is_recorded_and_never_applied(prefect_server, tmp_path
 
 def test_symlink_planted_at_a_partial_file_is_not_written_through(tmp_path):
     from schemas.config import load_config
-    from tasks.downloader import acquire_records
-    from tasks.sample_photos import materialize
+    from tasks.acquire.downloader import acquire_records
+    from tasks.acquire.sample_photos import materialize
 
     photos = tmp_path / "photos"
     materialize(photos)
@@ -169,7 +169,7 @@ def test_symlink_planted_at_a_partial_file_is_not_written_through(tmp_path):
 
 def test_broken_user_luts_are_named_on_the_card(prefect_server, tmp_path):
     from lut_library import builtin_luts
-    from tasks.luts import write_cube
+    from tasks.synthesize.luts import write_cube
 
     folder = tmp_path / "my_looks"
     folder.mkdir()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.torch_compat  # noqa: F401
+import tasks.core.torch_compat  # noqa: F401
 from tasks.captions import decoder, engine
 
 SETTINGS = [  # (images, k, beams, min_length, max_length, top_p)

@@ -215,11 +215,14 @@ def test_auto_without_weights_builds_and_says_so(sample_dataset):
     assert all(r["caption"] is None and r["clip_phrase"] is None for r in _rows(sample_dataset))
 
 
-def test_sigkill_during_captions_then_rerun_equals_clean(models, tmp_path):
-    slow = [*captions_on(models), "captions.candidates=48", "captions.max_length=48",
-            "captions.min_length=40", "captions.batch_size=1", "captions.workers=0"]
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"))
-    env.pop("PREFECT_API_URL", None)
+def test_sigkill_during_captions_then_rerun_equals_clean(models, few_photos, prefect_server, tmp_path):
+    """Killed once a caption part is done (of three: train's two photos, val, test), then
+    resumed; equal to a clean build. (On the suite's server: what a kill leaves of a
+    CLI-owned server is test_interrupts'.)"""
+    slow = [*captions_on(models), "captions.candidates=16", "captions.max_length=32",
+            "captions.min_length=24", "captions.batch_size=1", "captions.workers=0",
+            f"annotations.dir={few_photos}"]
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=prefect_server)
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "flows.cli", "build", "--config", str(SAMPLE_CONFIG), "--out", str(out)]
     proc = subprocess.Popen(args + [a for o in slow for a in ("--set", o)], cwd=REPO, env=env,
@@ -295,9 +298,9 @@ def test_cuda_out_of_memory_halves_the_batch_and_goes_on(models, tmp_path, monke
     import torch
 
     from schemas.config import load_config
+    from tasks.acquire.sample_photos import SAMPLE_PHOTOS, materialize
     from tasks.captions import engine
     from tasks.captions.stage import caption_images
-    from tasks.sample_photos import SAMPLE_PHOTOS, materialize
 
     materialize(tmp_path / "out" / "images")
     cfg = load_config(None, captions_on(models, "clip", "captions.workers=0", "captions.batch_size=8"),
@@ -352,9 +355,9 @@ def test_models_cli_and_the_stage_alone(models, sample_copy, tmp_path, monkeypat
 
 def test_a_photo_that_fails_to_decode_is_a_counted_skip(models, tmp_path):
     from schemas.config import load_config
+    from tasks.acquire.sample_photos import SAMPLE_PHOTOS, materialize
     from tasks.captions import engine
     from tasks.captions.stage import caption_images
-    from tasks.sample_photos import SAMPLE_PHOTOS, materialize
 
     images = tmp_path / "out" / "images"
     materialize(images)
@@ -370,9 +373,9 @@ def test_a_photo_that_fails_to_decode_is_a_counted_skip(models, tmp_path):
 def test_prefetch_in_chunks_equals_in_process(tmp_path, monkeypatch):
     from torchvision.transforms import CenterCrop, Compose, Resize
 
-    import tasks.torch_compat  # noqa: F401
+    import tasks.core.torch_compat  # noqa: F401
+    from tasks.acquire.sample_photos import SAMPLE_PHOTOS, materialize
     from tasks.captions import prefetch
-    from tasks.sample_photos import SAMPLE_PHOTOS, materialize
 
     materialize(tmp_path)
     (tmp_path / "9100003.jpg").write_bytes(b"not a photo")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from conftest import REPO
 from flows.cli import app
-from tasks.files import exclusive
+from tasks.core.files import exclusive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 runner = CliRunner()

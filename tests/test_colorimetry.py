@@ -3,7 +3,7 @@
 import numpy as np
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from tasks.colorimetry import DELTA_E_MAX_PIXELS, ciede2000, error_sums, srgb_to_lab
+from tasks.synthesize.colorimetry import DELTA_E_MAX_PIXELS, ciede2000, error_sums, srgb_to_lab
 
 
 def test_lab_matches_skimage():

@@ -7,10 +7,10 @@ import pytest
 
 from lut_library import build_library
 from schemas.config import RealismConfig, SynthesisConfig
-from tasks.composite import apply_lut_fg, apply_lut_pair, choose_recipe, sample_seed, synthesize
-from tasks.metrics import PSNR_CAP, difficulty, fmse, mse, psnr_from_mse
-from tasks.realism import assess, features
-from tasks.references import Reference
+from tasks.synthesize.composite import apply_lut_fg, apply_lut_pair, choose_recipe, sample_seed, synthesize
+from tasks.synthesize.metrics import PSNR_CAP, difficulty, fmse, mse, psnr_from_mse
+from tasks.synthesize.realism import assess, features
+from tasks.synthesize.references import Reference
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ baseline loops instead of AVX2 and AVX-512 (whose SVML log10, power and sine rou
 differently from libm's), OpenCV's without AVX/AVX2/AVX-512, numba compiling for a
 generic x86-64, and glibc's libm without its FMA variants. Before the transfers left
 BLAS, IDT rows came out differently rounded that way, as a shard row made on an Intel
-Xeon did on an AMD EPYC; before ``tasks.fixedmath``, every recipe's ΔE and PSNR did on
+Xeon did on an AMD EPYC; before ``tasks.core.fixedmath``, every recipe's ΔE and PSNR did on
 a CPU with AVX-512 against one without.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import linalg3
+from tasks.core import linalg3
 
 PROBE = Path(__file__).with_name("colour_probe.py")
 OTHER_CPU = {
@@ -81,8 +81,8 @@ def test_opencv_calls_of_a_row_round_the_same_wherever_the_buffer_lies():
     checked here as the case this must catch."""
     import cv2
 
-    from tasks.realism import lab
-    from tasks.sample_photos import load_photo
+    from tasks.acquire.sample_photos import load_photo
+    from tasks.synthesize.realism import lab
 
     img = cv2.resize(load_photo("coffee"), (128, 128), interpolation=cv2.INTER_AREA)
     lab_img = lab(img)
@@ -150,7 +150,7 @@ def test_regrain_solver_matches_scipy():
     from scipy.sparse import diags
     from scipy.sparse.linalg import cg
 
-    from tasks.transfers import conjugate_gradient
+    from tasks.synthesize.transfers import conjugate_gradient
 
     n = 400
     rng = np.random.default_rng(3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lut_library import build_library
-from tasks.luts import CubeError, Lut3D, read_cube, write_cube
+from tasks.synthesize.luts import CubeError, Lut3D, read_cube, write_cube
 
 colour = pytest.importorskip("colour")
 RESOURCES = Path(colour.__file__).parent / "io" / "luts" / "tests" / "resources"

@@ -8,11 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from lut_library import pool_for, version_for
 from schemas.config import RealismConfig
 from schemas.shard import SCHEMA_VERSION, SHARD_SCHEMA
-from tasks.files import sha256_file
-from tasks.metrics import difficulty
-from tasks.realism import FEATURES, reasons
+from tasks.core.files import sha256_file
+from tasks.synthesize.metrics import difficulty
+from tasks.synthesize.realism import FEATURES, reasons
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -115,7 +116,7 @@ def test_card_and_preview(sample_dataset):
     assert "no object of the same category" in card
     assert "claims VGPhraseCut" not in card and "Visual Genome](https" not in card
     from schemas.config import load_config
-    assert manifest["lut_library_version"] == load_config(None).luts.version()
+    assert manifest["lut_library_version"] == version_for(load_config(None).luts)
     preview = Image.open(sample_dataset / "preview.png")
     assert preview.width == 600 and preview.height > 8 * 192
     px = np.asarray(preview.convert("L"), dtype=float)
@@ -130,11 +131,11 @@ def test_any_row_regenerates_from_its_provenance(sample_dataset):
 
     from conftest import SAMPLE_CONFIG
     from schemas.config import load_config
-    from tasks.annotations import SkipLog, read_annotation_table
-    from tasks.composite import sample_seed
-    from tasks.images import load_resized
-    from tasks.references import ReferencePool
-    from tasks.samples import task_rows
+    from tasks.acquire.annotations import SkipLog, read_annotation_table
+    from tasks.acquire.images import load_resized
+    from tasks.synthesize.composite import sample_seed
+    from tasks.synthesize.references import ReferencePool
+    from tasks.synthesize.samples import task_rows
 
     cfg = load_config(SAMPLE_CONFIG, out_dir=sample_dataset)
     table = pq.read_table(sample_dataset / "data")
@@ -146,7 +147,7 @@ def test_any_row_regenerates_from_its_provenance(sample_dataset):
         task = annotations.filter(pc.equal(annotations["task_id"], row["task_id"])).to_pylist()[0]
         img, _ = load_resized(cfg.images_dir, row["image_id"], cfg.synthesis.size)
         again = {r["sample_id"]: r for r in task_rows(task, img, (row["orig_width"], row["orig_height"]),
-                                                        cfg, cfg.luts.library(), refs, SkipLog(), Counter())}
+                                                        cfg, pool_for(cfg.luts), refs, SkipLog(), Counter())}
         new = again[row["sample_id"]]
         for key in ("recipe", "lut_fg", "lut_bg", "reference_task_id", "target", "composite", "mask"):
             assert new[key] == row[key], (recipe, key)

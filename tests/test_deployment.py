@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from tasks.files import sha256_file
+from tasks.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -51,10 +51,12 @@ def stop(proc: subprocess.Popen, name: str) -> None:
             continue
 
 
-def test_sample_deployment_runs_on_a_real_server(tmp_path):
+def test_sample_deployment_runs_on_a_real_server(prefect_home, tmp_path):
+    """Owns its server (not the suite's): `prefect server start` itself is under test,
+    with work pools, `prefect deploy --all` and a worker that runs the deployments."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": url,
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": url,
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PWD": str(REPO), "PREFECT_LOGGING_LEVEL": "INFO"}
     logs = tmp_path / "logs"

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from schemas.config import load_config
-from tasks.downloader import acquire_records
-from tasks.ledger import read_ledger
+from tasks.acquire.downloader import acquire_records
+from tasks.acquire.ledger import read_ledger
 
 # Fast retries for tests; the timing tests below set their own.
 FAST = ["images.backoff_base=0.02", "images.backoff_max=0.05", "images.http.read_timeout=5"]
@@ -108,8 +108,8 @@ def test_server_errors_back_off_exponentially_then_succeed(server, tmp_path):
 
 
 def test_backoff_is_exponential_with_full_jitter(tmp_path):
-    from tasks.downloader import Acquirer
-    from tasks.image_sources import DirSource
+    from tasks.acquire.downloader import Acquirer
+    from tasks.acquire.image_sources import DirSource
 
     cfg = load_config(None, ["images.backoff_base=1", "images.backoff_max=30"], tmp_path)
     acq = Acquirer(DirSource(tmp_path), cfg.images_dir, cfg.images)
@@ -284,7 +284,7 @@ def test_worker_processes_give_the_same_files(server, tmp_path):
 
 
 def test_download_refuses_a_folder_another_run_is_writing(server, tmp_path):
-    from tasks.files import exclusive
+    from tasks.core.files import exclusive
 
     split_file = tmp_path / "image_data_split.json"
     split_file.write_text(json.dumps(serve(server, [1])))
@@ -321,7 +321,7 @@ def test_cli_download_fetches_the_split_file_named_by_the_config(server, tmp_pat
 
 
 def test_large_bodies_are_verified_from_disk_not_memory(server, tmp_path, monkeypatch):
-    from tasks import http_fetch
+    from tasks.acquire import http_fetch
 
     monkeypatch.setattr(http_fetch, "KEEP_BODY", 1000)
     url = server.put("/big.jpg", photo_jpeg(5))

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 from schemas.train_config import TrainData
-from tasks.export_iharmony4 import ExportError, export
+from tasks.publish.export_iharmony4 import ExportError, export
 from train.loader import Loader
 from train.sources import IHarmony4Source, open_source
 
@@ -58,7 +58,7 @@ def test_a_killed_export_resumes_to_a_clean_export(sample_dataset, tmp_path):
     export(sample_dataset, tmp_path / "clean", ("train", "test"))
     env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, '.');"
-                             "import tasks.export_iharmony4 as e; from pathlib import Path;"
+                             "import tasks.publish.export_iharmony4 as e; from pathlib import Path;"
                              "orig = e._write_if_changed\n"
                              "def slow(p, d):\n    time.sleep(0.05); return orig(p, d)\n"
                              f"e._write_if_changed = slow; e.export(Path('{sample_dataset}'), "

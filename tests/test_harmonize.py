@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from conftest import REPO
 from flows.cli import app
 from lut_library import build_library
-from tasks.sample_photos import load_photo
+from tasks.acquire.sample_photos import load_photo
 from train.harmonize import (
     HarmonizeError,
     Harmonizer,

@@ -41,3 +41,81 @@ def test_sample_rows_equal_the_recorded_ones(sample_dataset):
     assert len(got) == len(want) and got.keys() == want.keys()
     changed = sorted(k for k in want if got[k] != want[k])
     assert not changed, f"{len(changed)} of {len(want)} rows changed, first {changed[:3]}"
+
+
+# Lowest first; a module may import its own layer or any below it, never above. The
+# look library builds on the LUT engine and reaches `tasks/` only through the flows.
+LAYERS = ["schemas", "tasks.core", "tasks.acquire", "tasks.captions", "tasks.synthesize",
+          "tasks.publish", "lut_library", "train", "flows"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    for name in (".".join(parts[:2]), parts[0]):
+        if name in LAYERS:
+            return LAYERS.index(name)
+    return None  # not ours (numpy, prefect, ...) or the `tasks` package itself
+
+
+def upward_imports(root: Path = REPO) -> list[str]:
+    """Every import (at the top or inside a function) that reaches a higher layer."""
+    import ast
+
+    found = []
+    for top in sorted({name.split(".")[0] for name in LAYERS}):
+        for path in sorted((root / top).rglob("*.py")):
+            module = ".".join(path.relative_to(root).with_suffix("").parts)
+            mine = _layer(module)
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    targets = ([f"{node.module}.{a.name}" for a in node.names]
+                               if node.module in ("tasks", "flows") else [node.module])
+                elif isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                else:
+                    continue
+                for target in targets:
+                    theirs = _layer(target)
+                    if mine is not None and theirs is not None and theirs > mine:
+                        found.append(f"{path.relative_to(root)}:{node.lineno} {module} -> {target}")
+    return found
+
+
+def test_imports_run_downward_only():
+    assert upward_imports() == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    """The check itself: a `tasks.core` module importing a phase, and a stage reaching the
+    look library from inside a function, are both found."""
+    import shutil
+
+    for top in ("schemas", "tasks", "lut_library", "train", "flows"):
+        shutil.copytree(REPO / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "tasks" / "core" / "bad.py").write_text("from tasks.synthesize import luts\n")
+    (tmp_path / "tasks" / "publish" / "worse.py").write_text(
+        "def f():\n    from lut_library import pool_for\n")
+    found = upward_imports(tmp_path)
+    assert [f.split(" ", 1)[1] for f in found] == ["tasks.core.bad -> tasks.synthesize",
+                                                   "tasks.publish.worse -> lut_library"]
+
+
+def test_old_module_paths_still_import_with_a_warning():
+    """A user's script written against the flat layout keeps working for one release."""
+    import importlib
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "try:\n    import tasks.realism\nexcept FutureWarning as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert "tasks.realism has moved to tasks.synthesize.realism" in out.stdout, out.stderr
+    new = importlib.import_module("tasks.synthesize.realism")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import flows.cli_train
+        from tasks import realism  # the flat layout's spelling
+    assert realism is new and realism.assess is new.assess
+    assert flows.cli_train is importlib.import_module("flows.cli.train")

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from lut_library import LOOKS, builtin_luts, library_version
+from lut_library import LOOKS, builtin_luts, library_version, pool_for, version_for
 from lut_library.library import (
     MANIFEST,
     chart_lab,
@@ -20,8 +20,8 @@ from lut_library.library import (
     scan_folder,
 )
 from schemas.config import load_config
-from tasks.colorimetry import delta_e_rows
-from tasks.luts import Lut3D, cube_bytes, read_cube, write_cube
+from tasks.synthesize.colorimetry import delta_e_rows
+from tasks.synthesize.luts import Lut3D, cube_bytes, read_cube, write_cube
 
 runner = CliRunner()
 colour = pytest.importorskip("colour")
@@ -53,7 +53,7 @@ def test_committed_manifest_is_current_and_builds_are_deterministic():
     fresh = manifest_entries()
     assert committed["count"] == len(fresh) and committed["version"] == library_version(builtin_luts())
     # One version: `luts build` (this manifest) and every build's card agree.
-    assert load_config(None).luts.version() == committed["version"]
+    assert version_for(load_config(None).luts) == committed["version"]
     for old, new in zip(committed["looks"], fresh):
         assert (old["id"], old["family"], old["steps"], old["sha256"]) == \
             (new["id"], new["family"], new["steps"], new["sha256"])
@@ -97,12 +97,12 @@ def test_user_folder_is_classified(user_folder):
 
 def test_user_folder_joins_the_library_by_config(user_folder):
     cfg = load_config(None, [f"luts.user_dirs=[{user_folder}]"])
-    lib = cfg.luts.library()
+    lib = pool_for(cfg.luts)
     extra = sorted(set(lib) - set(builtin_luts()))
     assert extra == ["user:my_luts/night_ish", "user:my_luts/strong_warm"]
     assert library_version(lib) != library_version(builtin_luts())
     with_tech = load_config(None, [f"luts.user_dirs=[{user_folder}]", "luts.exclude_technical=false"])
-    assert "user:my_luts/AlexaV3_K1S1_LogC2Video" in with_tech.luts.library()
+    assert "user:my_luts/AlexaV3_K1S1_LogC2Video" in pool_for(with_tech.luts)
 
 
 def test_technical_detection_by_curve_not_only_name():
@@ -139,9 +139,9 @@ def test_chart_is_the_colorchecker():
 def test_subtle_and_non_photographic_looks_stay_out_of_composites():
     from lut_library.library import chart_delta_e, non_photographic
 
-    lib = load_config(None).luts.library()
-    every = load_config(None, ["luts.composite_min_delta_e=0",
-                               "luts.composite_photographic_only=false"]).luts.library()
+    lib = pool_for(load_config(None).luts)
+    every = pool_for(load_config(None, ["luts.composite_min_delta_e=0",
+                               "luts.composite_photographic_only=false"]).luts)
     assert set(every) == set(builtin_luts()) and set(lib) < set(every)
     assert all(chart_delta_e(lut) >= 6.0 and non_photographic(lut) is None for lut in lib.values())
     assert all(chart_delta_e(every[k]) < 6.0 or non_photographic(every[k]) for k in set(every) - set(lib))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lut_library import LOOKS, build_library, library_version
-from tasks.luts import CubeError, Lut3D, read_cube, write_cube
+from tasks.synthesize.luts import CubeError, Lut3D, read_cube, write_cube
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_library_is_distinct_and_versioned(photo):
 
 def test_fused_composite_equals_separate_passes(photo):
     """One pass over the pixels gives exactly what full passes and a mask select give."""
-    from tasks.lut_kernels import apply_u8, composite_u8
+    from tasks.synthesize.lut_kernels import apply_u8, composite_u8
 
     lib = build_library()
     ids = sorted(lib)

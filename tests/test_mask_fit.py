@@ -12,15 +12,15 @@ import pytest
 
 from bench.realism_eval import labelled_rows
 from schemas.config import SAMPLE_ANNOTATIONS, MaskConfig, SynthesisConfig
-from tasks.colorimetry import delta_e_stride
-from tasks.composite import judge
-from tasks.images import decode_resized
-from tasks.mask_fit import fit_mask, iou
-from tasks.masks import stored_mask
-from tasks.metrics import difficulty
-from tasks.prejudge import prejudge
-from tasks.realism import assess, features
-from tasks.sample_photos import SAMPLE_PHOTOS, load_photo
+from tasks.acquire.images import decode_resized
+from tasks.acquire.sample_photos import SAMPLE_PHOTOS, load_photo
+from tasks.synthesize.colorimetry import delta_e_stride
+from tasks.synthesize.composite import judge
+from tasks.synthesize.mask_fit import fit_mask, iou
+from tasks.synthesize.masks import stored_mask
+from tasks.synthesize.metrics import difficulty
+from tasks.synthesize.prejudge import prejudge
+from tasks.synthesize.realism import assess, features
 
 _K = np.ones((3, 3), np.uint8)
 

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from schemas.config import SAMPLE_ANNOTATIONS
-from tasks.annotations import read_json_array
-from tasks.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
+from tasks.acquire.annotations import read_json_array
+from tasks.synthesize.masks import degenerate_polygon_count, polygon_problem, polygons_to_mask, resize_mask
 
 
 def official_reference(polygons, w, h):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import make_iharmony4
 from flows.cli import app
 from schemas.train_config import TrainData
-from tasks.manifest import source_ids
+from tasks.publish.manifest import source_ids
 from train.evaluate import evaluate
 from train.loader import Loader
 from train.loop import train

@@ -10,8 +10,8 @@ import pytest
 from bench.realism_eval import judge_rows, labelled_rows, summary
 from lut_library import build_library
 from schemas.config import RealismConfig
-from tasks.realism import FEATURES, assess, features
-from tasks.sample_photos import load_photo
+from tasks.acquire.sample_photos import load_photo
+from tasks.synthesize.realism import FEATURES, assess, features
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +147,8 @@ def test_stuff_phrases_and_box_masks_are_counted_skips():
     from collections import Counter
 
     from schemas.config import RunConfig
-    from tasks.annotations import SkipLog
-    from tasks.samples import task_mask
+    from tasks.acquire.annotations import SkipLog
+    from tasks.synthesize.samples import task_mask
 
     cfg, skips = RunConfig(), SkipLog()
     square = [[[(10, 10), (90, 10), (90, 90), (10, 90)]]]
@@ -167,9 +167,9 @@ def test_a_region_cut_out_of_a_continuous_surface_has_no_outline(scene):
     from collections import Counter
 
     from schemas.config import RunConfig
-    from tasks.annotations import SkipLog
-    from tasks.realism import mask_outline, mask_outline_contrast
-    from tasks.samples import task_rows
+    from tasks.acquire.annotations import SkipLog
+    from tasks.synthesize.realism import mask_outline, mask_outline_contrast
+    from tasks.synthesize.samples import task_rows
 
     sky = cv2.resize(load_photo("rocket"), (256, 256), interpolation=cv2.INTER_AREA)
     patch = np.zeros((256, 256), bool)
@@ -199,7 +199,7 @@ def test_a_region_cut_out_of_a_continuous_surface_has_no_outline(scene):
 
 
 def test_references_prefer_colourful_well_exposed_objects(scene):
-    from tasks.references import reference_fit, region_colour
+    from tasks.synthesize.references import reference_fit, region_colour
 
     img, mask = scene
     grey = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import build
 from schemas.config import SAMPLE_ANNOTATIONS
-from tasks.sample_photos import materialize
+from tasks.acquire.sample_photos import materialize
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -98,7 +98,7 @@ def _reencode_photo(root, ann, photos):
 
 
 def _user_luts(root, ann, photos):
-    from tasks.luts import Lut3D, write_cube
+    from tasks.synthesize.luts import Lut3D, write_cube
 
     folder = root / "my_looks"
     folder.mkdir(exist_ok=True)

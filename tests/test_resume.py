@@ -51,11 +51,11 @@ def test_changed_config_rebuilds_everything(sample_copy):
     assert summary["built"] == summary["shards"]
 
 
-def test_sigkill_mid_shard_leaves_nothing_complete(prefect_server, sample_dataset, tmp_path):
-    """Kill a CLI build while it writes a big shard; the next run completes it and the
-    result equals a clean build of the same config."""
+def test_sigkill_mid_shard_leaves_nothing_complete(prefect_server, few_photos, tmp_path):
+    """Kill a CLI build while it writes a big shard (two photos, many composites each);
+    the next run completes it and the result equals a clean build of the same config."""
     overrides = ["shards.images_per_shard=8", "synthesis.composites_per_task=12",
-                 "annotations.splits=[train]"]
+                 "annotations.splits=[train]", f"annotations.dir={few_photos}"]
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "flows.cli", "build", "--config", str(SAMPLE_CONFIG),

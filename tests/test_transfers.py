@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks.sample_photos import SAMPLE_PHOTOS, load_photo
-from tasks.transfers import (
+from tasks.acquire.sample_photos import SAMPLE_PHOTOS, load_photo
+from tasks.synthesize.transfers import (
     TransferError,
     eroded,
     hist_ycbcr,

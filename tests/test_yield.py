@@ -13,7 +13,7 @@ from collections import defaultdict
 import pyarrow.dataset as ds
 
 from conftest import REPO, SAMPLE_CONFIG
-from tasks.yield_report import VGPHRASECUT_PHRASES, check, projection, yield_of
+from tasks.publish.yield_report import VGPHRASECUT_PHRASES, check, projection, yield_of
 
 
 def _markers(out):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from schemas.train_config import TrainConfig
-from tasks.files import write_bytes_atomic
+from tasks.core.files import write_bytes_atomic
 from train import checkpoint
 from train.loader import Loader
 from train.metrics import Metrics, RegionMetrics, markdown_table, per_image, published_table

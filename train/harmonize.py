@@ -218,7 +218,7 @@ def side_by_side(image: np.ndarray, region: np.ndarray, output: np.ndarray, heig
 
 
 def write_image(path: Path, rgb: np.ndarray) -> None:
-    from tasks.files import write_bytes_atomic
+    from tasks.core.files import write_bytes_atomic
 
     ext = path.suffix.lower() or ".png"
     ok, data = cv2.imencode(ext if ext in (".png", ".jpg", ".jpeg", ".webp") else ".png", rgb[..., ::-1],

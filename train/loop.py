@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from schemas.errors import UserError
 from schemas.train_config import TrainConfig
-from tasks.files import write_bytes_atomic
+from tasks.core.files import write_bytes_atomic
 from train import checkpoint
 from train.evaluate import autocast, pick_device, run_metrics, write_png
 from train.init_from import initialise

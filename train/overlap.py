@@ -2,7 +2,7 @@
 and so do iHarmony4's HCOCO and HFlickr.
 
 A build's manifest lists, per split, the ``coco_id`` and ``flickr_id`` of the photos
-its rows were made from (``tasks.manifest.source_ids``). An iHarmony4 composite names
+its rows were made from (``tasks.publish.manifest.source_ids``). An iHarmony4 composite names
 its source photo: ``HCOCO/composite_images/c<coco_id>_<mask>_<k>.jpg`` (HCOCO was cut
 from COCO with COCO's instance masks) and ``HFlickr/.../f<id>_<mask>_<k>.jpg``, read here
 as the Flickr photo id. That second reading is not documented by the dataset's authors:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import tasks.torch_compat  # noqa: F401  (before transformers' vision classes)
+import tasks.core.torch_compat  # noqa: F401  (before transformers' vision classes)
 from tasks.captions.models import resolve_clipseg
 
 # CLIP's text context: longer phrases are cut (the CLI says so).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from tasks.lifecycle import die_with_parent
+from tasks.core.lifecycle import die_with_parent
 
 
 def _in_fork_server() -> bool:

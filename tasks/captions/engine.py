@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-import tasks.torch_compat  # noqa: F401  (before torchvision / open_clip / BLIP imports)
+import tasks.core.torch_compat  # noqa: F401  (before torchvision / open_clip / BLIP imports)
 from tasks.captions import decoder, vision
 from tasks.captions.models import BlipSource, ClipSource, resolve_blip, resolve_clip
 

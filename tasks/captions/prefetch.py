@@ -39,8 +39,8 @@ def clip_spatial(preprocess):
 
 
 def _worker_init() -> None:
-    import tasks.torch_compat  # noqa: F401  (before torchvision is unpickled)
-    from tasks.lifecycle import die_with_parent
+    import tasks.core.torch_compat  # noqa: F401  (before torchvision is unpickled)
+    from tasks.core.lifecycle import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the build decides what Ctrl-C means
     die_with_parent()
@@ -53,7 +53,7 @@ def prepare(images_dir: Path, image_ids: list[int], blip_size: tuple[int, int] |
     import cv2
     from PIL import Image
 
-    from tasks.downloader import image_path
+    from tasks.acquire.downloader import image_path
 
     ok, blip, clip, failed = [], [], [], []
     for image_id in image_ids:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import torch
 
-import tasks.torch_compat  # noqa: F401
+import tasks.core.torch_compat  # noqa: F401
 from tasks.captions import engine, prefetch
 from tasks.captions.models import ModelMissing, check_models, resolve_blip, resolve_clip
 from tasks.captions.store import (
@@ -33,7 +33,7 @@ from tasks.captions.store import (
     read_part,
     write_part,
 )
-from tasks.shard_plan import image_token
+from tasks.core.shard_plan import image_token
 
 log = logging.getLogger("phraseharmony.captions")
 Progress = Callable[[int], None]

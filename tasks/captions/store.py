@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.files import read_record, sha256_file, write_json_atomic
+from tasks.core.files import read_record, sha256_file, write_json_atomic
 
 log = logging.getLogger("phraseharmony.captions")
 CAPTIONS_DIR, PHRASES_DIR = "captions", "phrase_embeddings"

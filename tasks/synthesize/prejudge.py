@@ -1,0 +1,102 @@
+"""The judge's colour rules on a subsample of the region, before a draw is rendered.
+
+Half of the LUT recipes' draws are turned down, and each used to be rendered in full
+(every pixel through two looks) and measured before it was. The visibility, greyed,
+colourised, hue and clipping rules need only colour statistics of the region, so a
+draw is first judged on the region pixels the mean ΔE is taken on (every k-th pixel in
+raster order, at most 1,024): there ΔE is exact (the same pixels and sum as
+``tasks.synthesize.metrics.difficulty``), and the means, ratios and shares are estimates. A draw is
+turned down early only when an exact value fails, or an estimate fails by a margin
+(``PREJUDGE_MARGIN``); everything else is rendered and judged in full, so a kept row is
+always one the full judge kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.config import SynthesisConfig
+from tasks.core import fixedmath
+from tasks.synthesize.colorimetry import delta_e_stride, mean_delta_e
+from tasks.synthesize.lut_kernels import apply_u8
+from tasks.synthesize.realism import extremes, lab
+
+# An estimate must miss its threshold by this share (or, for the hue, this many
+# degrees) before a draw is turned down on it: at 1,024 pixels the estimates of the
+# region's means are within ~3% of the full values (docs/realism.md measures the
+# agreement on the labelled rows and a build).
+PREJUDGE_MARGIN = 0.15
+HUE_MARGIN_DEG = 10.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A region's pixels at the ΔE stride, and its share of the frame."""
+
+    px: np.ndarray          # (n, 3) uint8, raster order
+    fg_ratio: float
+
+
+def probe(img: np.ndarray, mask: np.ndarray) -> Probe:
+    region = img[mask]
+    return Probe(np.ascontiguousarray(region[::delta_e_stride(len(region))]), float(mask.mean()))
+
+
+def looks_on(p: Probe, lut_a, lut_b, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """(target, composite) at the probe's pixels: bit for bit what the fused kernel
+    renders there (the same per-pixel lookup and blend)."""
+    comp = apply_u8(p.px, lut_a, strength=strength)
+    target = apply_u8(p.px, lut_b, strength=strength) if lut_b is not None else p.px
+    return target, comp
+
+
+def _chroma_hue(lab_px: np.ndarray) -> tuple[float, float, float]:
+    """(mean chroma, mean a*, mean b*) of (n, 3) CIELAB pixels."""
+    a, b = lab_px[:, 1].astype(np.float64), lab_px[:, 2].astype(np.float64)
+    return float(np.sqrt(a * a + b * b).mean()), float(a.mean()), float(b.mean())
+
+
+def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float, cfg: SynthesisConfig) -> list[str]:
+    """The reasons a draw is turned down already on its probe pixels ((n, 3) uint8 of
+    the target and the composite); [] = render it and ask the full judge."""
+    r = cfg.realism
+    de = mean_delta_e(composite, target)
+    if de > cfg.max_delta_e:
+        return ["fg_change_above_max"]
+    if de < r.min_delta_e:
+        return ["invisible_change"]
+    lo, hi = 1.0 - PREJUDGE_MARGIN, 1.0 + PREJUDGE_MARGIN
+    d = composite.astype(np.float64) - target.astype(np.float64)
+    if float((d * d).mean()) < r.min_fmse * lo:
+        return ["invisible_change"]
+    t_lab, c_lab = lab(target[:, None, :])[:, 0], lab(composite[:, None, :])[:, 0]
+    shift = c_lab.astype(np.float64).mean(axis=0) - t_lab.astype(np.float64).mean(axis=0)
+    # (sqrt, not numpy's power or hypot: a decision must not depend on the CPU)
+    floor = r.min_visibility_small if fg_ratio < r.small_region else r.min_visibility
+    if float(np.sqrt((shift * shift).sum())) * math.sqrt(math.sqrt(fg_ratio)) < floor * lo:
+        return ["invisible_change"]
+    out = []
+    (chroma_t, at, bt), (chroma_c, ac, bc) = _chroma_hue(t_lab), _chroma_hue(c_lab)
+    ratio = chroma_c / max(chroma_t, 2.0)
+    if ((chroma_t >= r.chromatic * hi and ratio < r.min_chroma_ratio * lo)
+            or (chroma_t >= r.saturated_chroma * hi and ratio < r.min_saturated_chroma_ratio * lo)):
+        out.append("fg_greyed")
+    if chroma_t < r.chromatic * lo and chroma_c > r.colourised_chroma * hi:
+        out.append("fg_colourised")
+    if min(math.sqrt(at * at + bt * bt), math.sqrt(ac * ac + bc * bc)) >= 8.0 * hi:
+        turn = math.degrees(fixedmath.atan2(abs(at * bc - bt * ac), at * ac + bt * bc))
+        if turn > r.max_hue_shift + HUE_MARGIN_DEG:
+            out.append("hue_rotated")
+    clip_t, clip_c = _clipped(target), _clipped(composite)
+    if float((clip_c & ~clip_t).mean()) > r.max_new_clip * hi:
+        out.append("new_clipping")
+    return out
+
+
+def _clipped(px: np.ndarray) -> np.ndarray:
+    """Every channel near white or near black (as the judge's ``_clipped``)."""
+    lo, hi = extremes(px)
+    return (lo >= 245) | (hi <= 6)
