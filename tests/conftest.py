@@ -48,11 +48,15 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
+def prefect_server(migrated_prefect_db):
     """One temporary local Prefect server for every in-process flow run of the suite;
-    yields its API URL so subprocesses can use it too."""
+    yields its API URL so subprocesses can use it too. The suite's PREFECT_HOME, where
+    CLI subprocesses without PREFECT_API_URL start their temporary server, gets the
+    migrated database (tests that need no server do not wait for one)."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
+
+    seed_prefect_home(_HOME, migrated_prefect_db)
 
     with prefect_test_harness(server_startup_timeout=60):
         yield PREFECT_API_URL.value()
@@ -97,13 +101,6 @@ def seed_prefect_home(home: Path, template: Path) -> Path:
     for db in template.glob("prefect.db*"):
         shutil.copyfile(db, home / db.name)
     return home
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _seeded_session_home(migrated_prefect_db):
-    """The suite's PREFECT_HOME (CLI subprocesses without PREFECT_API_URL start their
-    temporary server on it) starts from the migrated database too."""
-    seed_prefect_home(_HOME, migrated_prefect_db)
 
 
 @pytest.fixture
