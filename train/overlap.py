@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from train.sources import MANIFEST_NAME, DataError, IHarmony4Source
+from train.sources import MANIFEST_NAME, DataError, IHarmony4Source, is_iharmony4
 
 # Sub-dataset -> (the id its file names carry, the manifest's list of them).
 NAMED_BY = {"HCOCO": ("c", "coco_id"), "HFlickr": ("f", "flickr_id")}
@@ -39,12 +39,7 @@ def photo_id(name: str) -> tuple[str, int] | None:
 def training_dirs(cfg) -> list[Path]:
     """The builds a run of ``cfg`` (a TrainConfig) trained on (iHarmony4 roots left out)."""
     dirs = [p.dir for p in cfg.data.sources] if cfg.data.sources else [cfg.data.dir]
-    return [Path(d) for d in dirs if not _is_iharmony4(Path(d))]
-
-
-def _is_iharmony4(root: Path) -> bool:
-    return not (root / MANIFEST_NAME).exists() and (
-        any(root.glob("IHD_*.txt")) or any((root / s).is_dir() for s in ("HCOCO", "HFlickr", "HAdobe5k")))
+    return [Path(d) for d in dirs if not is_iharmony4(Path(d))]
 
 
 def held_ids(dirs: list[Path], split: str) -> dict[str, set[int]]:

@@ -264,19 +264,25 @@ class IHarmony4Source:
         return out
 
 
+def is_iharmony4(root: Path) -> bool:
+    """A folder in iHarmony4's layout (and not one of our builds)."""
+    if (root / MANIFEST_NAME).exists():
+        return False
+
+    def has_lists(d: Path) -> bool:
+        return d.is_dir() and any((d / f"{d.name}_{s}.txt").is_file() for s in ("train", "test"))
+
+    return ((root / "IHD_train.txt").exists()
+            or (root / "IHD_test.txt").exists()
+            or any((root / s).is_dir() for s in IHARMONY4_SUBSETS)
+            or (root.is_dir() and any(has_lists(d) for d in root.iterdir())))
+
+
 def open_source(root: Path) -> ShardSource | IHarmony4Source:
     root = Path(root)
     if (root / MANIFEST_NAME).exists():
         return ShardSource(root)
-    def has_lists(d: Path) -> bool:
-        return d.is_dir() and any((d / f"{d.name}_{s}.txt").is_file() for s in ("train", "test"))
-
-    if (
-        (root / "IHD_train.txt").exists()
-        or (root / "IHD_test.txt").exists()
-        or any((root / s).is_dir() for s in IHARMONY4_SUBSETS)
-        or (root.is_dir() and any(has_lists(d) for d in root.iterdir()))
-    ):
+    if is_iharmony4(root):
         return IHarmony4Source(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset folder")

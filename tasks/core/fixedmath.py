@@ -157,10 +157,8 @@ def _quadrant(x):
 
 
 @njit(**_JIT)
-def sin(x):
-    if x != x or abs(x) > TRIG_MAX:
-        return math.nan
-    r, q = _quadrant(x)
+def _sin_of(r, q):
+    # sin(r + q pi/2) for the reduced r
     if q == 0:
         return _sin_reduced(r)
     if q == 1:
@@ -171,17 +169,20 @@ def sin(x):
 
 
 @njit(**_JIT)
-def cos(x):
+def sin(x):
     if x != x or abs(x) > TRIG_MAX:
         return math.nan
     r, q = _quadrant(x)
-    if q == 0:
-        return _cos_reduced(r)
-    if q == 1:
-        return -_sin_reduced(r)
-    if q == 2:
-        return -_cos_reduced(r)
-    return _sin_reduced(r)
+    return _sin_of(r, q)
+
+
+@njit(**_JIT)
+def cos(x):
+    # cos x = sin(x + pi/2): one quadrant on
+    if x != x or abs(x) > TRIG_MAX:
+        return math.nan
+    r, q = _quadrant(x)
+    return _sin_of(r, (q + 1) & 3)
 
 
 @njit(**_JIT)
