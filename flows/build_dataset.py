@@ -31,7 +31,7 @@ from schemas.config import RunConfig, load_config
 from schemas.errors import UserError
 from tasks.acquire.annotations import SkipLog
 from tasks.acquire.ledger import read_ledger
-from tasks.captions.stage import captions_enabled
+from tasks.captions.models import captions_enabled
 from tasks.core.files import exclusive, revoke
 from tasks.core.shard_plan import ShardSpec, remove_stale
 from tasks.publish.build_state import dataset_summary, shard_state

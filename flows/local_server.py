@@ -57,19 +57,17 @@ def _drain_prefect_workers() -> None:
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
-    """Yield the API URL to use: ``PREFECT_API_URL`` when set, else a temporary server's
-    (SQLite under ``PREFECT_HOME``), which is stopped on exit."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
-        return
+def temporary_server(home: Path) -> Iterator[str]:
+    """Yield the API URL of a server on the SQLite database under ``home`` (created and
+    migrated on first use), stopped on exit. Touches no environment variable."""
     prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent
     port = _free_port()
-    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "temporary-server.log"
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-           "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0",
+           "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
@@ -85,14 +83,28 @@ def prefect_api() -> Iterator[str]:
                 raise UserError(f"the temporary Prefect server did not start (see {log_path}); "
                                 "or start one (`make server`) and set PREFECT_API_URL")
             time.sleep(0.2)
-        os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
         _drain_prefect_workers()
-        os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """Yield the API URL to use: ``PREFECT_API_URL`` when set, else a temporary server's
+    (SQLite under ``PREFECT_HOME``), which is stopped on exit."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    with temporary_server(Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))) as url:
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            _drain_prefect_workers()   # while the URL is still set
+            os.environ.pop("PREFECT_API_URL", None)

@@ -29,17 +29,22 @@ TECHNICAL_NAME = re.compile(r"(log|slog|s-log|logc|clog|vlog|rec\.?709|to[_ -]?7
                             r"rec\.?2020|lin(ear)?[_ -]?to|cineon)", re.I)
 
 
-@lru_cache(maxsize=1)
-def chart_srgb() -> np.ndarray:
-    """The 24 patches of the X-Rite ColorChecker (post-2014 data) as sRGB uint8 (D65)."""
-    import colour
+# The 24 patches of the X-Rite ColorChecker (colour-science's "ColorChecker24 - After
+# November 2014" xyY data, under D50, Bradford-adapted to sRGB's D65 white), as sRGB
+# uint8. Written out: deriving them imports colour-science (~1.5 s) in every process
+# that filters looks; tests/test_lut_library.py derives them again and compares.
+CHART_SRGB = np.array([
+    [116, 79, 65], [197, 144, 127], [91, 120, 155], [91, 108, 64], [131, 127, 175], [95, 189, 172],
+    [224, 124, 48], [69, 90, 167], [197, 80, 95], [93, 58, 104], [156, 187, 58], [227, 161, 39],
+    [40, 62, 145], [61, 147, 70], [178, 54, 57], [236, 200, 15], [191, 79, 146], [0, 133, 165],
+    [241, 242, 235], [201, 202, 201], [161, 163, 163], [121, 121, 121], [83, 84, 85], [50, 50, 50],
+], dtype=np.uint8)
+CHART_SRGB.setflags(write=False)
 
-    cc = colour.CCS_COLOURCHECKERS["ColorChecker24 - After November 2014"]
-    xyy = np.array(list(cc.data.values()))
-    # The chart's data are under D50: adapt to sRGB's D65 white (Bradford).
-    rgb = colour.XYZ_to_sRGB(colour.xyY_to_XYZ(xyy), illuminant=cc.illuminant,
-                             chromatic_adaptation_transform="Bradford")
-    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+def chart_srgb() -> np.ndarray:
+    """The ColorChecker's 24 patches as sRGB uint8 (read-only)."""
+    return CHART_SRGB
 
 
 def chart_lab(lut: Lut3D | None) -> np.ndarray:

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from lut_library.table_cache import cached_tables
 from tasks.core import fixedmath, linalg3
 from tasks.synthesize.luts import Lut3D
 
@@ -227,5 +228,11 @@ LOOKS: tuple[LookSpec, ...] = _looks()
 
 @lru_cache(maxsize=4)
 def builtin_luts(size: int = 33) -> dict[str, Lut3D]:
-    """id -> LUT for every built-in look (cached per process: ~10 ms each)."""
-    return {lk.id: Lut3D.from_function(lk, size, title=lk.id) for lk in LOOKS}
+    """id -> LUT for every built-in look (per process; across processes the tables are
+    kept on disk by ``table_cache``: ~3 s of CPU each time otherwise)."""
+    def compute() -> np.ndarray:
+        return np.stack([Lut3D.from_function(lk, size).table for lk in LOOKS])
+
+    looks_json = json.dumps([[lk.id, lk.params_json()] for lk in LOOKS])
+    tables = cached_tables(size, looks_json, len(LOOKS), compute)
+    return {lk.id: Lut3D(table, title=lk.id) for lk, table in zip(LOOKS, tables)}

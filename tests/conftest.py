@@ -48,18 +48,22 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def prefect_server(migrated_prefect_db):
-    """One temporary local Prefect server for every in-process flow run of the suite;
-    yields its API URL so subprocesses can use it too. The suite's PREFECT_HOME, where
-    CLI subprocesses without PREFECT_API_URL start their temporary server, gets the
-    migrated database (tests that need no server do not wait for one)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(migrated_prefect_db, tmp_path_factory):
+    """One local Prefect server for every in-process flow run of the suite; yields its API
+    URL so subprocesses can use it too. It starts on a copy of the migrated database
+    (prefect_test_harness would create and migrate a fresh one: ~15 s of CPU per xdist
+    worker), in a home of its own: CLI subprocesses that start their own server use the
+    suite's PREFECT_HOME, which gets the migrated database too (tests that need no server
+    do not wait for one). PREFECT_API_URL stays out of os.environ, as the harness left it:
+    a subprocess talks to this server only when its test says so."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.local_server import temporary_server
 
     seed_prefect_home(_HOME, migrated_prefect_db)
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield PREFECT_API_URL.value()
+    home = seed_prefect_home(tmp_path_factory.mktemp("suite-server"), migrated_prefect_db)
+    with temporary_server(home) as url, temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
 
 
 def made_once(tmp_path_factory, name: str, make):

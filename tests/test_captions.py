@@ -325,25 +325,28 @@ def test_cuda_out_of_memory_halves_the_batch_and_goes_on(models, tmp_path, monke
 
 
 def test_models_cli_and_the_stage_alone(models, sample_copy, tmp_path, monkeypatch):
-    env = dict(os.environ, COLUMNS="300")   # rich would wrap the lines we look for
+    """In this process (the CLI as a process: test_cli), on a wide console: rich would
+    wrap the lines looked for."""
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import flows.cli.captions as cli_captions
+    from flows.cli import app
+
+    monkeypatch.setattr(cli_captions, "console", Console(width=300))
+    run = CliRunner().invoke
     sets = [a for o in captions_on(models)[1:3] for a in ("--set", o)]
-    cli = [sys.executable, "-m", "flows.cli"]
-    check = subprocess.run([*cli, "models", "check", "--config", str(SAMPLE_CONFIG), *sets], cwd=REPO,
-                           env=env, capture_output=True, text=True, timeout=300)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.count("present") == 2 and "32-d embeddings" in check.stdout
-    missing = subprocess.run([*cli, "models", "check", "--config", str(SAMPLE_CONFIG),
-                              "--set", f"captions.blip_model={tmp_path / 'none'}"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 1 and "missing BLIP model" in missing.stdout
-    fetch = subprocess.run([sys.executable, "-m", "flows.cli", "models", "download", "--config",
-                            str(SAMPLE_CONFIG), *sets], cwd=REPO, env=env, capture_output=True, text=True)
-    assert fetch.returncode == 0 and fetch.stdout.count("nothing to fetch") == 2, fetch.stdout + fetch.stderr
-    stage = subprocess.run([sys.executable, "-m", "flows.cli", "captions", "--config", str(SAMPLE_CONFIG),
-                            "--out", str(sample_copy), *sets], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=300)
-    assert stage.returncode == 0, stage.stdout + stage.stderr
-    assert "5 of 5 parts to compute" in stage.stdout and "done" in stage.stdout
+    check = run(app, ["models", "check", "--config", str(SAMPLE_CONFIG), *sets])
+    assert check.exit_code == 0, check.output
+    assert check.output.count("present") == 2 and "32-d embeddings" in check.output
+    missing = run(app, ["models", "check", "--config", str(SAMPLE_CONFIG),
+                        "--set", f"captions.blip_model={tmp_path / 'none'}"])
+    assert missing.exit_code == 1 and "missing BLIP model" in missing.output
+    fetch = run(app, ["models", "download", "--config", str(SAMPLE_CONFIG), *sets])
+    assert fetch.exit_code == 0 and fetch.output.count("nothing to fetch") == 2, fetch.output
+    stage = run(app, ["captions", "--config", str(SAMPLE_CONFIG), "--out", str(sample_copy), *sets])
+    assert stage.exit_code == 0, stage.output
+    assert "5 of 5 parts to compute" in stage.output and "done" in stage.output
     import tasks.captions.engine as engine
 
     def no_models(*a, **k):

@@ -131,6 +131,11 @@ def test_luts_show_contact_sheet(tmp_path):
 
 def test_chart_is_the_colorchecker():
     chart = chart_srgb()
+    cc = colour.CCS_COLOURCHECKERS["ColorChecker24 - After November 2014"]
+    # The chart's data are under D50: adapted to sRGB's D65 white (Bradford).
+    rgb = colour.XYZ_to_sRGB(colour.xyY_to_XYZ(np.array(list(cc.data.values()))),
+                             illuminant=cc.illuminant, chromatic_adaptation_transform="Bradford")
+    assert np.array_equal(chart, (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
     assert chart.shape == (24, 3)
     assert chart[18].min() > 225 and chart[23].max() < 70   # white and black patches
     assert cube_bytes(builtin_luts()["gamma_0.60"]) == cube_bytes(builtin_luts()["gamma_0.60"])
@@ -152,3 +157,41 @@ def test_subtle_and_non_photographic_looks_stay_out_of_composites():
         "mix_channel_swap_rb", *(f"mono_{t}_{a}" for t in (
             "sepia", "cyanotype", "selenium", "gold", "green", "blue") for a in ("0.95", "0.60"))}
     assert all(e["not_in_composites_because"] for e in manifest.values() if not e["composite"])
+
+
+def test_look_tables_are_kept_on_disk_and_a_damaged_copy_is_recomputed(tmp_path, monkeypatch):
+    from lut_library import table_cache
+    from lut_library.looks import builtin_luts as cached
+
+    monkeypatch.setenv("PHRASEHARMONY_CACHE_DIR", "off")
+    cached.cache_clear()
+    fresh = {k: v.table.copy() for k, v in cached(9).items()}
+    monkeypatch.setenv("PHRASEHARMONY_CACHE_DIR", str(tmp_path))
+    cached.cache_clear()
+    assert {k: v.table.tobytes() for k, v in cached(9).items()} == {k: v.tobytes() for k, v in fresh.items()}
+    (stored,) = tmp_path.glob("looks-*.npy")
+    assert stored.with_suffix(".sha256").is_file() and not list(tmp_path.glob(".*tmp"))
+    calls, tables = [], np.stack(list(fresh.values()))
+
+    def counted():
+        calls.append(1)
+        return tables
+    looks = json.dumps([[lk.id, lk.params_json()] for lk in LOOKS])
+    assert np.array_equal(table_cache.cached_tables(9, looks, len(LOOKS), counted), tables)
+    assert not calls                                                         # read, not computed
+    data = bytearray(stored.read_bytes())
+    data[-5] ^= 1                                                            # one flipped bit
+    stored.write_bytes(bytes(data))
+    assert np.array_equal(table_cache.cached_tables(9, looks, len(LOOKS), counted), tables)
+    assert calls == [1]                                                      # recomputed
+    table_cache.cached_tables(9, looks, len(LOOKS), counted)
+    assert calls == [1]                                                      # and stored again
+    stored.write_bytes(stored.read_bytes()[:1000])                           # truncated
+    table_cache.cached_tables(9, looks, len(LOOKS), counted)
+    assert calls == [1, 1]
+    # Another size, other looks or other code: another key.
+    key = table_cache.tables_key(9, looks)
+    assert len({key, table_cache.tables_key(17, looks), table_cache.tables_key(9, looks + " ")}) == 3
+    monkeypatch.setattr(table_cache, "_SOURCES", table_cache._SOURCES[:-1])
+    assert table_cache.tables_key(9, looks) != key
+    cached.cache_clear()

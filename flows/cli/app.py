@@ -78,7 +78,7 @@ def build(config: Path = typer.Option(..., "--config", "-c", exists=True, dir_ok
     # Failures that need no Prefect: one line now, not after starting a server.
     check_free(cfg.out_dir)
     if cfg.captions.enabled is True:
-        from tasks.captions.stage import captions_enabled
+        from tasks.captions.models import captions_enabled
 
         captions_enabled(cfg)   # missing weights
     with prefect_api():

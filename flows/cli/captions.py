@@ -119,8 +119,9 @@ def captions(config: Path = typer.Option(..., "--config", "-c", exists=True, dir
     from schemas.config import load_config
     from tasks.acquire.annotations import ingest, read_annotation_table
     from tasks.acquire.ledger import read_ledger
+    from tasks.captions.models import captions_enabled
     from tasks.captions.plan import caption_extras, part_phrases, phrases_by_image
-    from tasks.captions.stage import caption_part, captions_enabled, model_identity
+    from tasks.captions.stage import caption_part, model_identity
     from tasks.core.files import exclusive, still_owner
     from tasks.core.shard_plan import plan_shards
     from tasks.publish.build_state import is_ready

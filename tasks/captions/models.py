@@ -13,6 +13,7 @@ store records, so any change to what a model computes recomputes exactly what it
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import zipfile
@@ -192,6 +193,13 @@ def resolve_clipseg(spec: str) -> BlipSource:
     return BlipSource(spec, path, identity)
 
 
+def _open_clip():
+    """open_clip, imported after the torchvision shim (``tasks.core.torch_compat``)."""
+    import tasks.core.torch_compat  # noqa: F401
+
+    return importlib.import_module("open_clip")
+
+
 def resolve_clip(spec: str) -> ClipSource:
     if spec.startswith("local-dir:"):
         folder = Path(spec.removeprefix("local-dir:")).expanduser()
@@ -217,7 +225,7 @@ def resolve_clip(spec: str) -> ClipSource:
         # A cached snapshot is a local-dir: loading it so never asks the hub.
         return ClipSource(spec, f"local-dir:{path}", None, {}, False, f"{repo_id}@{path.name}")
     name, sep, tag = spec.partition("/")
-    import open_clip
+    open_clip = _open_clip()
 
     if not sep or name.replace("/", "-") not in open_clip.list_models():
         raise ModelMissing(f"CLIP model {spec}: want NAME/TAG (an open_clip model and pretrained "
@@ -257,15 +265,34 @@ def _cached_clip_weights(cfg: dict) -> Path | None:
     return None
 
 
-def check_models(captions_cfg) -> list[str]:
-    """One line per configured model that is missing (empty: all present)."""
+def check_models(captions_cfg, first_only: bool = False) -> list[str]:
+    """One line per configured model that is missing (empty: all present). ``first_only``
+    stops at the first: BLIP is checked first, and checking an open_clip NAME/TAG imports
+    open_clip (~5 s of CPU), which a build that captions nothing should not pay."""
     problems = []
     for resolve, spec in ((resolve_blip, captions_cfg.blip_model), (resolve_clip, captions_cfg.clip_model)):
         try:
             resolve(spec)
         except ModelMissing as exc:
             problems.append(str(exc))
+            if first_only:
+                break
     return problems
+
+
+def captions_enabled(cfg) -> tuple[bool, str]:
+    """Whether this run makes captions, and a line saying why (or why not). With
+    ``enabled: true`` and weights missing this raises before any work."""
+    setting = cfg.captions.enabled
+    if setting is False:
+        return False, "captions off (captions.enabled: false)"
+    # `auto` needs one missing model to decide; `true` names every missing one.
+    problems = check_models(cfg.captions, first_only=setting == "auto")
+    if not problems:
+        return True, f"captions on: BLIP {cfg.captions.blip_model}, CLIP {cfg.captions.clip_model}"
+    if setting is True:
+        raise ModelMissing("; ".join(problems))
+    return False, "captions off (captions.enabled: auto, weights not found): " + "; ".join(problems)
 
 
 def download_hf(spec: str, what: str) -> str:
@@ -291,7 +318,7 @@ def download_models(captions_cfg) -> list[str]:
     elif clip.startswith("hf-hub:"):
         lines.append(f"CLIP {clip}: in {snapshot_download(clip.removeprefix('hf-hub:'))}")
     else:
-        import open_clip
+        open_clip = _open_clip()
 
         name, _, tag = clip.partition("/")
         cfg = open_clip.get_pretrained_cfg(name, tag)

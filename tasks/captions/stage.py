@@ -21,7 +21,7 @@ import torch
 
 import tasks.core.torch_compat  # noqa: F401
 from tasks.captions import engine, prefetch
-from tasks.captions.models import ModelMissing, check_models, resolve_blip, resolve_clip
+from tasks.captions.models import resolve_blip, resolve_clip
 from tasks.captions.store import (
     CAPTION_SCHEMA,
     CAPTIONS_DIR,
@@ -37,20 +37,6 @@ from tasks.core.shard_plan import image_token
 
 log = logging.getLogger("phraseharmony.captions")
 Progress = Callable[[int], None]
-
-
-def captions_enabled(cfg) -> tuple[bool, str]:
-    """Whether this run makes captions, and a line saying why (or why not). With
-    ``enabled: true`` and weights missing this raises before any work."""
-    setting = cfg.captions.enabled
-    if setting is False:
-        return False, "captions off (captions.enabled: false)"
-    problems = check_models(cfg.captions)
-    if not problems:
-        return True, f"captions on: BLIP {cfg.captions.blip_model}, CLIP {cfg.captions.clip_model}"
-    if setting is True:
-        raise ModelMissing("; ".join(problems))
-    return False, "captions off (captions.enabled: auto, weights not found): " + "; ".join(problems)
 
 
 def device_kind(cfg) -> str:

@@ -98,8 +98,8 @@ def _current_caption_extras(cfg: RunConfig, ledger) -> tuple[bool, dict[str, str
     specs = plan_shards(table, cfg, ledger, "")
     if cfg.captions.enabled is False:
         return False, {s.name: CAPTIONS_OFF for s in specs}
-    from tasks.captions.models import ModelMissing
-    from tasks.captions.stage import captions_enabled, model_identity
+    from tasks.captions.models import ModelMissing, captions_enabled
+    from tasks.captions.stage import model_identity
 
     try:
         on, _ = captions_enabled(cfg)
