@@ -33,17 +33,23 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_bad_settings_and_datasets_are_one_line_exit_2_before_any_work(sample_copy, tmp_path):
-    base = ["-m", "train", f"--set=data.dir={sample_copy}", f"--set=out_dir={tmp_path / 'r'}", *(
-        f"--set={s}" for s in TINY)]
-    for setting, says in (("data.size=66", "data.size 66 must be a multiple of model.patch 4"),
-                          ("optim.betas=[2,3]", "betas must each be in [0, 1)"),
+def test_bad_settings_and_datasets_are_one_line_exit_2_before_any_work(sample_copy, tmp_path, capsys):
+    from train.__main__ import main
+
+    base = [f"--set=data.dir={sample_copy}", f"--set=out_dir={tmp_path / 'r'}", *(f"--set={s}" for s in TINY)]
+    # The first as a user runs it (a process of its own), the others through the same main().
+    res = _cli("-m", "train", *base, "--set=data.size=66", home=tmp_path / "home")
+    assert res.returncode == 2 and "data.size 66 must be a multiple of model.patch 4" in res.stderr, \
+        res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "r").exists()
+    for setting, says in (("optim.betas=[2,3]", "betas must each be in [0, 1)"),
                           ("optim.lr=inf", "optim.lr: Input should be a finite number"),
                           ("data.val_split=nope", "no split 'nope' to validate on")):
         t0 = time.monotonic()
-        res = _cli(*base, f"--set={setting}", home=tmp_path / "home")
-        assert res.returncode == 2 and says in res.stderr, (setting, res.stderr[-2000:])
-        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert main([*base, f"--set={setting}"]) == 2, setting
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, (setting, err)
         assert not (tmp_path / "r").exists() and time.monotonic() - t0 < 60
     # A dataset with no evaluation split: refused before training, not after it.
     manifest = json.loads((sample_copy / "_manifest.json").read_text())
