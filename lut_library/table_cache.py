@@ -40,7 +40,12 @@ def cache_dir() -> Path | None:
         return None
     if chosen:
         return Path(chosen)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phraseharmony"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "phraseharmony"
+    try:
+        return Path.home() / ".cache" / "phraseharmony"
+    except RuntimeError:   # no home directory to be found: compute every time
+        return None
 
 
 def tables_key(size: int, looks_json: str) -> str:
