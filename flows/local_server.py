@@ -105,6 +105,5 @@ def prefect_api() -> Iterator[str]:
         os.environ["PREFECT_API_URL"] = url
         try:
             yield url
-        finally:
-            _drain_prefect_workers()   # while the URL is still set
+        finally:   # (the server drains Prefect's log and event workers before it stops)
             os.environ.pop("PREFECT_API_URL", None)
