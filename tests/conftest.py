@@ -35,11 +35,13 @@ os.environ.pop("PREFECT_API_URL", None)
 # The files that take longest start first: under pytest-xdist (whole files per worker,
 # in this order: `make test` passes --no-loadscope-reorder) no worker is then left alone
 # with a long file at the end. Measured with `pytest --durations=0` (docs/benchmarks.md);
-# the order matters only for wall time.
-LONGEST_FIRST = ("test_captions.py", "test_interrupts.py", "test_deployment.py", "test_clipseg.py",
-                 "test_cli.py", "test_rerun_property.py", "test_runners.py", "test_bad_records.py",
-                 "test_train_errors.py", "test_train_runs.py", "test_lut_library.py",
-                 "test_cpu_independence.py", "test_train_lifetime.py", "test_resume.py")
+# the order matters only for wall time. The second worker starts with a long file that
+# needs no Prefect server: while the first migrates the suite's database (~13 s on one
+# core, made once, which the second would otherwise wait for), it has work of its own.
+LONGEST_FIRST = ("test_captions.py", "test_cpu_independence.py", "test_interrupts.py",
+                 "test_deployment.py", "test_clipseg.py", "test_cli.py", "test_rerun_property.py",
+                 "test_runners.py", "test_bad_records.py", "test_train_errors.py", "test_train_runs.py",
+                 "test_lut_library.py", "test_train_lifetime.py", "test_resume.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -184,7 +184,7 @@ def test_damaged_model_folders_are_one_line_before_any_work(models, tmp_path):
     assert "Traceback" not in res.stdout + res.stderr and not (tmp_path / "o" / "annotations.arrow").exists()
 
 
-def test_missing_weights_stop_before_any_work(tmp_path):
+def test_missing_weights_stop_before_any_work(tmp_path, monkeypatch, capsys):
     from tasks.captions.models import ModelMissing
 
     t0 = time.monotonic()
@@ -192,16 +192,22 @@ def test_missing_weights_stop_before_any_work(tmp_path):
         build(tmp_path / "out", "captions.enabled=true", f"captions.blip_model={tmp_path / 'nowhere'}")
     assert time.monotonic() - t0 < 30
     assert not (tmp_path / "out" / "annotations.arrow").exists()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    # Through the CLI's entry point, in this process (no PREFECT_API_URL here: a build
+    # would start a temporary server under PREFECT_HOME and leave its log there).
+    from flows.cli.app import main
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    assert "PREFECT_API_URL" not in os.environ and os.environ["HF_HUB_OFFLINE"] == "1"
+    monkeypatch.setattr(sys, "argv", ["phraseharmony", "build", "--config", str(SAMPLE_CONFIG), "--out",
+                                      str(tmp_path / "o2"), "--set", "captions.enabled=true",
+                                      "--set", "captions.clip_model=ViT-B-32/laion2b_s34b_b79k"])
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "flows.cli", "build", "--config", str(SAMPLE_CONFIG),
-                          "--out", str(tmp_path / "o2"), "--set", "captions.enabled=true",
-                          "--set", "captions.clip_model=ViT-B-32/laion2b_s34b_b79k"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "CLIP model ViT-B-32/laion2b_s34b_b79k: weights not in" in res.stdout
-    assert "Traceback" not in res.stdout + res.stderr
+    with pytest.raises(SystemExit) as exited:
+        main()
+    said = capsys.readouterr()
+    assert exited.value.code == 2, said
+    assert "CLIP model ViT-B-32/laion2b_s34b_b79k: weights not in" in said.out
+    assert "Traceback" not in said.out + said.err
     # The CLI checks before it starts a Prefect server: the imports' seconds, nothing more.
     assert not (tmp_path / "home" / "temporary-server.log").exists()
     assert time.monotonic() - t0 < 25
@@ -269,11 +275,13 @@ def test_candidates_drop_empty_and_duplicates_and_nonfinite_names_the_model(mode
 @pytest.mark.slow
 def test_dask_sends_captions_to_the_gpu_worker_only(models, tmp_path):
     """A cluster with one worker declaring GPU=1 and one without: every caption task runs
-    on the first (the resource annotation), shards anywhere."""
+    on the first (the resource annotation), shards anywhere. The GPU worker runs in this
+    process (its torch is imported already), the other as a process of its own; the
+    flow's tasks reach both pickled, over TCP."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
-                           resources={"GPU": 1})
+    cluster = LocalCluster(n_workers=1, processes=False, protocol="tcp", threads_per_worker=1,
+                           dashboard_address=None, resources={"GPU": 1})
     cpu = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
                             "--nthreads", "1", "--name", "cpu-only", "--no-dashboard"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -365,8 +373,9 @@ def test_a_photo_that_fails_to_decode_is_a_counted_skip(models, tmp_path):
     images = tmp_path / "out" / "images"
     materialize(images)
     (images / "9100003.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    cfg = load_config(None, captions_on(models, "clip", "captions.workers=1", "captions.batch_size=3"),
-                      tmp_path / "out")
+    # (Decoded in the two prefetch workers of captions_on: the pool this process's other
+    # captioned builds started; another size would start, and import torch in, new ones.)
+    cfg = load_config(None, captions_on(models, "clip", "captions.batch_size=3"), tmp_path / "out")
     m = engine.load_models(cfg.captions.blip_model, cfg.captions.clip_model, "cpu", "bfloat16")
     table, skips = caption_images(cfg, m, sorted(SAMPLE_PHOTOS), None)
     assert skips["image_unreadable"] == 1
