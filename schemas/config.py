@@ -198,6 +198,14 @@ class RealismConfig(_Strict):
     min_saturated_chroma_ratio: float = Field(0.6, ge=0.0)
     # A near-grey foreground given this much mean chroma was painted, not re-lit.
     colourised_chroma: float = Field(20.0, ge=0.0)
+    # A coloured foreground (mean chroma >= boosted_chroma) given more than
+    # max_chroma_boost times its chroma was painted too: in blind reviews of the six-recipe
+    # build (docs/realism.md, rounds 2-3) skin seen through glasses and a nose turned
+    # orange (chroma 30-45, boosted 1.5-2.9x) were 11 of 18 absurd rows, 8 over this;
+    # white and pale objects tinted by a warm look (a shuttle, a rocket) gain 2-2.5x too,
+    # from under 30. 1 of 50 plausible review rows and 3 of 49 of the labelled set are over it.
+    boosted_chroma: float = Field(30.0, ge=0.0)
+    max_chroma_boost: float = Field(1.6, gt=1.0)
     # A scene whose colours spread less than this (sqrt(var a* + var b*)) is monochrome
     # or one-tint; a foreground spreading more than mono_fg_spread in it is a colour
     # splash, not a mismatch.

@@ -68,10 +68,10 @@ def test_downloads_are_byte_identical_over_kept_alive_connections(server, tmp_pa
     assert row["bytes"] == len(server.files["/VG_100K/5.jpg"].body) and len(row["sha256"]) == 64
     assert {"time", "source", "url", "http_status"} <= set(row)
     # 20 requests over at most a few TCP connections: keep-alive works.
-    assert len({e.client_port for e in server.log}) <= 4
+    assert len({e.client_port for e in server.settled_log(20)}) <= 4
     # A second run fetches nothing.
     counts, _ = fetch(tmp_path, recs, "images.workers=2")
-    assert counts == {"already_ok": 20} and len(server.log) == 20
+    assert counts == {"already_ok": 20} and len(server.settled_log(20)) == 20
     assert not list((tmp_path / "images" / "_partial").iterdir())
 
 
@@ -81,12 +81,12 @@ def test_permanent_statuses_are_not_retried(server, tmp_path, status):
     server.faults["/VG_100K/1.jpg"] = Fault(status=status)
     counts, ledger = fetch(tmp_path, recs)
     assert counts == {"failed": 1} and ledger[1]["error"] == f"HTTP {status}"
-    assert len(server.log) == 1 and not (tmp_path / "images" / "1.jpg").exists()
+    assert len(server.settled_log(1)) == 1 and not (tmp_path / "images" / "1.jpg").exists()
     # Settled: the next run does not ask again, unless told to.
-    assert fetch(tmp_path, recs)[0] == {"already_failed": 1} and len(server.log) == 1
+    assert fetch(tmp_path, recs)[0] == {"already_failed": 1} and len(server.settled_log(1)) == 1
     server.faults.clear()
     counts, ledger = fetch(tmp_path, recs, "images.retry_failed=true")
-    assert counts == {"ok": 1} and len(server.log) == 2
+    assert counts == {"ok": 1} and len(server.settled_log(2)) == 2
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -95,7 +95,7 @@ def test_retry_after_is_honoured(server, tmp_path, status):
     server.faults["/VG_100K/1.jpg"] = Fault(status=status, retry_after="1", times=1)
     counts, ledger = fetch(tmp_path, recs)
     assert counts == {"ok": 1} and ledger[1]["attempts"] == 2
-    first, second = server.log
+    first, second = server.settled_log(2)
     assert first.status == status and second.status == 200
     assert second.at - first.at >= 0.95  # waited as asked, not the 20 ms backoff
 
@@ -104,7 +104,7 @@ def test_server_errors_back_off_exponentially_then_succeed(server, tmp_path):
     recs = serve(server, [1])
     server.faults["/VG_100K/1.jpg"] = Fault(status=500, times=2)
     counts, ledger = fetch(tmp_path, recs)
-    assert counts == {"ok": 1} and ledger[1]["attempts"] == 3 and len(server.log) == 3
+    assert counts == {"ok": 1} and ledger[1]["attempts"] == 3 and len(server.settled_log(3)) == 3
 
 
 def test_backoff_is_exponential_with_full_jitter(tmp_path):
@@ -129,7 +129,7 @@ def test_transient_failures_wait_for_the_next_run_then_give_up(server, tmp_path)
     assert counts == {"retry": 1} and ledger[1]["attempts"] == 4
     counts, ledger = fetch(tmp_path, recs, *over)
     assert counts == {"failed": 1} and ledger[1]["attempts"] == 5 and "gave up" in ledger[1]["error"]
-    assert len(server.log) == 5
+    assert len(server.settled_log(5)) == 5
 
 
 @pytest.mark.parametrize("fault", [Fault(reset_after=3000, times=1), Fault(truncate_after=3000, times=1)],
@@ -140,7 +140,7 @@ def test_broken_bodies_resume_with_range(server, tmp_path, fault):
     counts, ledger = fetch(tmp_path, recs)
     assert counts == {"ok": 1}
     assert_same_bytes(tmp_path, server, [1])
-    first, second = server.log
+    first, second = server.settled_log(2)
     assert first.sent == 3000 and second.range == "bytes=3000-" and second.status == 206
     assert ledger[1]["resumed_from"] == 3000
 
@@ -152,7 +152,8 @@ def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     assert acquire_records(cfg, recs) == {"retry": 1}
     server.faults["/VG_100K/1.jpg"] = Fault(ignore_range=True)
     assert acquire_records(cfg, recs) == {"ok": 1}
-    assert server.log[1].range == "bytes=3000-" and server.log[1].status == 200
+    second = server.settled_log(2)[1]
+    assert second.range == "bytes=3000-" and second.status == 200
     assert_same_bytes(tmp_path, server, [1])  # the 200 body replaced, not appended
 
 

@@ -52,6 +52,32 @@ def test_greyed_foreground_and_hue_rotation(scene):
     assert "hue_rotated" in assess(img, swapped, mask)
 
 
+def _chroma_times(img, k):
+    """``img`` with its CIELAB chroma multiplied by ``k`` (8-bit Lab, clipped)."""
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab[..., 1:] = (lab[..., 1:] - 128) * k + 128
+    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def test_a_coloured_region_painted_more_saturated_and_a_pale_one_tinted(scene):
+    """The red saucer (chroma 47) with its chroma multiplied: painted; the white rocket
+    (chroma 17) under a warm look gains more, relatively, and is kept: a white object
+    takes the light's colour."""
+    img, mask = scene
+    painted = recolour(img, mask, lambda x: _chroma_times(x, 2.5))
+    f = features(img, painted, mask)
+    assert f["fg_chroma"] > 40 and f["fg_chroma_ratio"] > 1.6
+    assert "fg_oversaturated" in assess(img, painted, mask)
+    assert "fg_oversaturated" not in assess(img, recolour(img, mask, lambda x: _chroma_times(x, 1.4)), mask)
+    rocket = cv2.resize(load_photo("rocket"), (256, 256), interpolation=cv2.INTER_AREA)
+    body = np.zeros((256, 256), bool)
+    body[85:235, 123:133] = True                                   # the rocket's white body
+    warm = recolour(rocket, body, build_library()["combo_golden_hour"].apply)
+    f = features(rocket, warm, body)
+    assert f["fg_chroma"] < 30 and f["fg_chroma_ratio"] > 2.5
+    assert assess(rocket, warm, body) == []
+
+
 def test_colour_foreground_in_a_monochrome_scene(scene):
     img, mask = scene
     grey = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
@@ -130,7 +156,8 @@ def test_the_judge_on_the_rows_judged_by_eye():
     greyed saturated regions) it also turns down 65% of this set's plausible verdicts:
     they were given on target | composite sheets, where a loose polygon's seam and a
     small region's faint change do not show; on the review's sheets (with the 4x
-    difference) those read as artifacts and near no-ops (docs/realism.md)."""
+    difference) those read as artifacts and near no-ops (docs/realism.md). The
+    oversaturation rule (review round 3) turns down 3 more of them: 71%."""
     rows = labelled_rows()
     assert len(rows) >= 150 and {r["recipe"] for r in rows} == {
         "lut_pair", "lut_fg", "reinhard", "xiao_rgb", "hist_ycbcr", "idt"}
@@ -139,7 +166,7 @@ def test_the_judge_on_the_rows_judged_by_eye():
         s["n"]["absurd"] + s["n"]["artifact"])
     assert bad >= 0.83
     assert s["rate"]["no_op"] >= 0.90
-    assert s["rate"]["plausible"] <= 0.70
+    assert s["rate"]["plausible"] <= 0.74
     assert s["precision"] >= 0.74
 
 

@@ -212,7 +212,7 @@ def test_the_flow_trains_evaluates_and_publishes(sample_dataset, tmp_path, prefe
     )
     assert cli.exit_code == 0, cli.output
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert report["split"] == "val" and report["metrics"]["overall"]["n"] == 4
+    assert report["split"] == "val" and report["metrics"]["overall"]["n"] == splits["val"]["rows"] >= 3
     assert report["step"] == 10 and (tmp_path / "eval" / "grid.png").exists()
 
 

@@ -35,6 +35,7 @@ REASONS = {
     "invisible_change": "the change was too small to see (the judge's visibility floor)",
     "fg_greyed": "a colourful region lost most of its chroma",
     "fg_colourised": "a near-grey region was painted a strong colour",
+    "fg_oversaturated": "a coloured region's chroma was multiplied: painted, not re-lit",
     "mono_scene": "a colourful region in a monochrome or one-tint scene",
     "hue_rotated": "the region's hue turned far: another object colour, not another light",
     "chroma_speckle": "chroma speckle or posterisation far above the photo's own",

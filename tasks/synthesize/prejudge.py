@@ -86,6 +86,8 @@ def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float, cfg: Sy
         out.append("fg_greyed")
     if chroma_t < r.chromatic * lo and chroma_c > r.colourised_chroma * hi:
         out.append("fg_colourised")
+    if chroma_t >= r.boosted_chroma * hi and ratio > r.max_chroma_boost * hi:
+        out.append("fg_oversaturated")
     if min(math.sqrt(at * at + bt * bt), math.sqrt(ac * ac + bc * bc)) >= 8.0 * hi:
         turn = math.degrees(fixedmath.atan2(abs(at * bc - bt * ac), at * ac + bt * bc))
         if turn > r.max_hue_shift + HUE_MARGIN_DEG:

@@ -10,6 +10,8 @@ dataset's. Each reason is one measured feature against one threshold
 - ``fg_greyed``: a colourful foreground lost most of its chroma (a strongly coloured
   one, more than half of it);
 - ``fg_colourised``: a near-neutral foreground became strongly coloured;
+- ``fg_oversaturated``: a coloured foreground's chroma was multiplied (skin seen through
+  glasses turned orange: painted, not re-lit);
 - ``mono_scene``: a colourful foreground in a monochrome (or one-tint) scene;
 - ``hue_rotated``: a chromatic foreground's mean hue turned far (another object colour,
   not another light);
@@ -67,9 +69,9 @@ OUTLINE_MIN_SIDE = 2
 # SEAM_STEP more (a step a reviewer sees at 1x).
 SEAM_PHOTO_FLAT, SEAM_STEP = 6.0, 8.0
 FEATURES = tuple(name for name, _doc in REALISM_FIELDS)   # the shards' ``realism`` struct
-REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "mono_scene", "hue_rotated",
-           "chroma_speckle", "boundary_halo", "texture_changed", "new_clipping", "no_outline",
-           "seam", "mask_too_thin", "mask_empty")
+REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "fg_oversaturated", "mono_scene",
+           "hue_rotated", "chroma_speckle", "boundary_halo", "texture_changed", "new_clipping",
+           "no_outline", "seam", "mask_too_thin", "mask_empty")
 _KERNEL = np.ones((3, 3), np.uint8)
 
 
@@ -299,6 +301,8 @@ def reasons(f: dict[str, float], cfg: RealismConfig = RealismConfig()) -> list[s
         out.append("fg_greyed")
     if f["fg_chroma"] < cfg.chromatic and f["fg_chroma"] * f["fg_chroma_ratio"] > cfg.colourised_chroma:
         out.append("fg_colourised")
+    if f["fg_chroma"] >= cfg.boosted_chroma and f["fg_chroma_ratio"] > cfg.max_chroma_boost:
+        out.append("fg_oversaturated")
     if 0 <= f["bg_spread"] < cfg.mono_bg_spread and f["fg_spread"] > cfg.mono_fg_spread:
         out.append("mono_scene")
     if f["hue_shift"] > cfg.max_hue_shift:
