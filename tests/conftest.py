@@ -28,6 +28,9 @@ os.environ.update({
     "PREFECT_LOGGING_LEVEL": "WARNING",
     # No model hub is reachable: fail at once instead of retrying (read at import).
     "HF_HUB_OFFLINE": "1",
+    # A process that lost its API URL fails loudly: Prefect's default profile would start
+    # a private server for it, which records that process's runs where no test looks.
+    "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
 })
 os.environ.pop("PREFECT_API_URL", None)
 
