@@ -226,6 +226,11 @@ def _looks() -> tuple[LookSpec, ...]:
 LOOKS: tuple[LookSpec, ...] = _looks()
 
 
+def looks_json() -> str:
+    """Every built-in look's id and steps: what, with the size, decides its tables."""
+    return json.dumps([[lk.id, lk.params_json()] for lk in LOOKS])
+
+
 @lru_cache(maxsize=4)
 def builtin_luts(size: int = 33) -> dict[str, Lut3D]:
     """id -> LUT for every built-in look (per process; across processes the tables are
@@ -233,6 +238,5 @@ def builtin_luts(size: int = 33) -> dict[str, Lut3D]:
     def compute() -> np.ndarray:
         return np.stack([Lut3D.from_function(lk, size).table for lk in LOOKS])
 
-    looks_json = json.dumps([[lk.id, lk.params_json()] for lk in LOOKS])
-    tables = cached_tables(size, looks_json, len(LOOKS), compute)
+    tables = cached_tables(size, looks_json(), len(LOOKS), compute)
     return {lk.id: Lut3D(table, title=lk.id) for lk, table in zip(LOOKS, tables)}

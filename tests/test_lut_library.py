@@ -162,6 +162,7 @@ def test_subtle_and_non_photographic_looks_stay_out_of_composites():
 def test_look_tables_are_kept_on_disk_and_a_damaged_copy_is_recomputed(tmp_path, monkeypatch):
     from lut_library import table_cache
     from lut_library.looks import builtin_luts as cached
+    from lut_library.looks import looks_json
 
     monkeypatch.setenv("PHRASEHARMONY_CACHE_DIR", "off")
     cached.cache_clear()
@@ -176,7 +177,7 @@ def test_look_tables_are_kept_on_disk_and_a_damaged_copy_is_recomputed(tmp_path,
     def counted():
         calls.append(1)
         return tables
-    looks = json.dumps([[lk.id, lk.params_json()] for lk in LOOKS])
+    looks = looks_json()
     assert np.array_equal(table_cache.cached_tables(9, looks, len(LOOKS), counted), tables)
     assert not calls                                                         # read, not computed
     data = bytearray(stored.read_bytes())

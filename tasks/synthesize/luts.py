@@ -313,14 +313,19 @@ def cube_bytes(lut: Lut3D, path: str | Path = "<memory>") -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+# Every number this module writes to a .cube file: 7 significant digits (one format for
+# the single values of the header and the table's rows alike).
+_NUM = "%.7g"
+
+
 def _num(v: float) -> str:
-    return f"{float(v):.7g}"
+    return _NUM % float(v)
 
 
 def _rows(values: np.ndarray) -> str:
     """(M, 3) numbers as M lines of ``_num`` values, in one formatting call (a 33^3
     table is 108k numbers: 4x faster than one f-string each)."""
-    return ("%.7g %.7g %.7g\n" * len(values) % tuple(np.asarray(values).ravel().tolist()))[:-1]
+    return (f"{_NUM} {_NUM} {_NUM}\n" * len(values) % tuple(np.asarray(values).ravel().tolist()))[:-1]
 
 
 def _uniform(lo: Triple, hi: Triple, path) -> str:
