@@ -72,11 +72,12 @@ def main() -> None:
     a = ap.parse_args()
     import tempfile
 
+    from lut_library import pool_for
     from schemas.config import LutsConfig
 
     images, tasks, data = load_inputs(Path(tempfile.mkdtemp(prefix="ph-synth-")))
     cv2.setNumThreads(1)  # per core: OpenCV would otherwise use both
-    luts = LutsConfig().library()  # the looks composites draw from (default config)
+    luts = pool_for(LutsConfig())  # the looks composites draw from (default config)
     masks = MaskConfig()
     size, q = 256, 95
     tasks = drawn_for(tasks, images, data, masks, size)

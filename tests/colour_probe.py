@@ -71,7 +71,7 @@ def main() -> dict[str, str]:
                 # The early decision on the region's probe pixels (a choice of rows).
                 step = delta_e_stride(mask.sum())
                 pixels.update(repr(prejudge(target[mask][::step], comp[mask][::step], float(mask.mean()),
-                                            SynthesisConfig())).encode())
+                                            SynthesisConfig())[0]).encode())
                 got = {**difficulty(comp, target, mask), **features(target, comp, mask)}
                 measures.update(np.array([got[k] for k in sorted(got)], np.float64).tobytes())
         digests[method] = pixels.hexdigest()[:16]

@@ -92,14 +92,20 @@ def test_the_seam_feature_flags_a_panel_and_not_a_light_change():
 
 def test_the_early_decision_agrees_with_the_full_judge_on_the_labelled_rows():
     cfg = SynthesisConfig()
-    decided = 0
+    decided = passed = 0
     for r in labelled_rows():
         step = delta_e_stride(r["mask"].sum())
-        early = prejudge(r["target"][r["mask"]][::step], r["composite"][r["mask"]][::step],
-                         float(r["mask"].mean()), cfg)
+        early, de = prejudge(r["target"][r["mask"]][::step], r["composite"][r["mask"]][::step],
+                             float(r["mask"].mean()), cfg)
+        full_metrics = difficulty(r["composite"], r["target"], r["mask"])
         if early:
             decided += 1
-            full, _ = judge(r["target"], r["composite"], r["mask"],
-                            difficulty(r["composite"], r["target"], r["mask"]), cfg)
+            full, _ = judge(r["target"], r["composite"], r["mask"], full_metrics, cfg)
             assert full, (r["recipe"], r["verdict"], early)
+        else:
+            # The ΔE it measured is the full judge's, bit for bit: the build reuses it.
+            passed += 1
+            assert de == full_metrics["delta_e"]
+            assert difficulty(r["composite"], r["target"], r["mask"], de) == full_metrics
+    assert passed >= 50
     assert decided >= 50   # of 162: it decides a good share (63 when measured)

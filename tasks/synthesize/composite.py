@@ -156,15 +156,17 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                 continue
             target = img
             ref_id = ref.task_id
+            metrics = difficulty(composite, target, mask)
         else:
             lut_a, lut_b = pick_looks(recipe, luts, rng)
             if avoid and (recipe, lut_a, lut_b, None) in avoid:
                 rejections[f"{recipe}:duplicate_draw"] += 1
                 reason = "duplicate_draw"
                 continue
+            exact_de = None
             if region is not None and cfg.prejudge:
-                early = prejudge(*looks_on(region, luts[lut_a], luts[lut_b] if lut_b else None, strength),
-                                 region.fg_ratio, cfg)
+                early, exact_de = prejudge(*looks_on(region, luts[lut_a], luts[lut_b] if lut_b else None,
+                                                     strength), region.fg_ratio, cfg)
                 if early:
                     rejections[f"judged:{recipe}"] += 1
                     rejections[f"prejudged_{recipe}"] += 1
@@ -173,7 +175,7 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
                     reason = early[0]
                     continue
             target, composite = render_looks(img, mask, luts, lut_a, lut_b, strength)
-        metrics = difficulty(composite, target, mask)
+            metrics = difficulty(composite, target, mask, exact_de)
         found, realism = judge(target, composite, mask, metrics, cfg, outline)
         rejections[f"judged:{recipe}"] += 1
         if not found:

@@ -35,9 +35,13 @@ def psnr_from_mse(value: float) -> float:
     return PSNR_CAP if value <= 0 else float(min(PSNR_CAP, 10 * fixedmath.log10(PEAK ** 2 / value)))
 
 
-def difficulty(composite: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """mse, fmse, psnr, delta_e in one compiled pass over the pixels."""
-    sse, sse_fg, n_fg, delta_e = error_sums(composite, target, mask)
+def difficulty(composite: np.ndarray, target: np.ndarray, mask: np.ndarray,
+               delta_e: float | None = None) -> dict[str, float]:
+    """mse, fmse, psnr, delta_e in one compiled pass over the pixels. ``delta_e``: the
+    region's mean ΔE when the caller measured it already (``prejudge`` does, on the very
+    pixels and in the order this would): it is not measured again."""
+    sse, sse_fg, n_fg, measured = error_sums(composite, target, mask, delta_e is None)
+    delta_e = measured if delta_e is None else delta_e
     m = sse / (3 * mask.size)
     return {"mse": m, "fmse": sse_fg / (3 * n_fg) if n_fg else 0.0,
             "psnr": psnr_from_mse(m), "delta_e": delta_e}
