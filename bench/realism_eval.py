@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/realism_eval.py [--sheets docs/realism]
 
-Prints, per verdict (plausible, no_op, absurd, artifact), how many rows the judge
+Prints, per verdict (plausible, no_op, absurd, artifact: two blind raters' where they
+agree), how many rows the judge
 flags and for which reasons, how many the build no longer makes at all (the causes
 fixed upstream: the row's look left composites, its phrase names stuff, its mask is a
 box or has no outline in the photo), then precision and recall of "flagged" against "a
@@ -47,18 +48,32 @@ def rows_file() -> Path:
     return path
 
 
+def rater_verdicts() -> list[dict[str, str]]:
+    """Two raters' blind verdicts on the labelled rows (sample id -> verdict), given on
+    the review's sheets (composite | target | outline | 4x difference, zoom allowed)."""
+    return [{r["sample_id"]: r["verdict"] for r in csv.DictReader(
+        (FIXTURE / "review" / f"labelled-rater{who}.csv").open())} for who in ("C", "D")]
+
+
 def labelled_rows() -> list[dict]:
-    """Each labelled row: its pixels decoded, provenance, verdict and note."""
+    """Each labelled row: its pixels decoded, provenance, verdict and note. ``verdict``
+    is the two raters' (``rater_verdicts``) where they agree, else "split";
+    ``first_verdict`` the one this set was first judged with (one reviewer, target |
+    composite sheets without the difference: it agrees with either rater at kappa
+    0.35-0.40, the raters with each other at 0.76)."""
     import pyarrow.parquet as pq
 
     verdicts = {int(r["row"]): r for r in csv.DictReader((FIXTURE / "verdicts.csv").open())}
+    first, second = rater_verdicts()
     rows = []
     for i, r in enumerate(pq.read_table(rows_file()).to_pylist()):
         v = verdicts[i]
         if v["sample_id"] != r["sample_id"]:
             raise ValueError(f"verdicts.csv row {i} is {v['sample_id']}, rows.parquet has {r['sample_id']}")
+        both = first[r["sample_id"]], second[r["sample_id"]]
         rows.append({**r, "target": _decode(r["target"]), "composite": _decode(r["composite"]),
-                     "mask": _decode(r["mask"], mask=True), "verdict": v["verdict"], "note": v["note"]})
+                     "mask": _decode(r["mask"], mask=True), "first_verdict": v["verdict"],
+                     "verdict": both[0] if both[0] == both[1] else "split", "note": v["note"]})
     return rows
 
 
@@ -72,10 +87,10 @@ def judge_rows(rows: list[dict], cfg=None) -> list[list[str]]:
 def no_longer_made(rows: list[dict]) -> list[str | None]:
     """Per row, why today's default build would not make it (or None): its look is out
     of composites, its phrase's head noun is stuff, its mask is box-shaped, or the photo
-    shows no edge along the mask's outline."""
+    shows no edge along the mask's outline (anywhere, or along much of it)."""
     from lut_library import pool_for
     from schemas.config import RunConfig
-    from tasks.synthesize.realism import mask_outline_contrast
+    from tasks.synthesize.realism import mask_outline
 
     cfg = RunConfig()
     looks = pool_for(cfg.luts)
@@ -83,12 +98,15 @@ def no_longer_made(rows: list[dict]) -> list[str | None]:
     for r in rows:
         ys, xs = np.nonzero(r["mask"])
         box = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+        outline = mask_outline(r["target"], r["mask"])
         if r["phrase_name"].lower() in cfg.synthesis.skip_head_nouns:
             out.append("phrase_names_stuff")
         elif r["mask"].sum() > cfg.synthesis.max_box_fill * box:
             out.append("mask_box_shaped")
-        elif 0 <= mask_outline_contrast(r["target"], r["mask"]) < cfg.synthesis.realism.min_outline_contrast:
+        elif 0 <= outline.contrast < cfg.synthesis.realism.min_outline_contrast:
             out.append("mask_no_outline")
+        elif outline.loose > cfg.synthesis.max_loose_outline:
+            out.append("mask_loose_outline")
         elif any(k and k not in looks for k in (r["lut_fg"], r["lut_bg"])):
             out.append("look_not_in_composites")
         else:
@@ -98,8 +116,10 @@ def no_longer_made(rows: list[dict]) -> list[str | None]:
 
 def summary(rows: list[dict], flags: list[list[str]]) -> dict:
     """Flag rate per verdict, reasons per verdict, rows no longer made, precision and
-    recall."""
+    recall, over the rows with a verdict (not "split")."""
     out: dict = {"rate": {}, "reasons": {}, "n": {}, "gone": {}, "either": {}}
+    kept = [i for i, r in enumerate(rows) if r["verdict"] in VERDICTS]
+    rows, flags = [rows[i] for i in kept], [flags[i] for i in kept]
     gone = no_longer_made(rows)
     for verdict in VERDICTS:
         mine = [(f, g) for r, f, g in zip(rows, flags, gone) if r["verdict"] == verdict]
@@ -157,7 +177,8 @@ def main() -> None:
         print(f"| {v} | {s['n'][v]} | {s['rate'][v]:.0%} | {s['gone'][v]:.0%} | {s['either'][v]:.0%} "
               f"| {reasons} |")
     print(f"\nflagged vs a reviewer's drop (no_op, absurd, artifact): precision {s['precision']:.0%}, "
-          f"recall {s['recall']:.0%}")
+          f"recall {s['recall']:.0%}; {sum(r['verdict'] == 'split' for r in rows)} rows where the two "
+          f"raters disagree left out")
     if a.sheets:
         from tasks.synthesize.realism import REASONS
 

@@ -9,8 +9,9 @@ every recipe at equal weight. ``sheets`` draws ``--per-recipe`` random rows per 
 from each build, shuffles them together (the reviewer does not know which build a row
 comes from) and writes numbered sheets, 8 rows each: composite | target | the mask's
 outline on the target | 4x |composite - target|, 256 px. ``key.csv`` says which build and
-row each number is; the reviewer writes one verdict per number (plausible, no_op,
-absurd, artifact) and ``bench/review.py score key.csv verdicts.csv`` prints the shares.
+row each number is; each reviewer writes one verdict per number (plausible, no_op,
+absurd, artifact) and ``bench/review.py score key.csv verdicts.csv [more.csv ...]``
+prints the shares (with several raters: their agreement and the majority's shares).
 """
 
 from __future__ import annotations
@@ -109,24 +110,61 @@ def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int) -> None:
     print(f"{len(cells)} rows on {(len(cells) + 7) // 8} sheets in {dest}; key in {dest / 'key.csv'}")
 
 
-def score(key: Path, verdicts: Path) -> dict:
-    """Shares of each verdict per build and recipe (verdicts.csv: n,verdict[,note])."""
-    keys = {int(r["n"]): r for r in csv.DictReader(key.open())}
-    got = {int(r["n"]): r["verdict"] for r in csv.DictReader(verdicts.open())}
-    table: dict = defaultdict(lambda: defaultdict(Counter))
+def _read_verdicts(path: Path) -> dict[int, str]:
+    got = {int(r["n"]): r["verdict"] for r in csv.DictReader(path.open())}
     for n, v in got.items():
         if v not in VERDICTS:
-            raise SystemExit(f"{verdicts}: row {n} has verdict {v!r}; want one of {VERDICTS}")
+            raise SystemExit(f"{path}: row {n} has verdict {v!r}; want one of {VERDICTS}")
+    return got
+
+
+def _table(keys: dict, got: dict[int, str], title: str) -> dict:
+    table: dict = defaultdict(lambda: defaultdict(Counter))
+    for n, v in got.items():
         table[keys[n]["build"]][keys[n]["recipe"]][v] += 1
         table[keys[n]["build"]]["all"][v] += 1
     for build_name, recipes in table.items():
-        print(f"\n{build_name}\n| recipe | n | " + " | ".join(VERDICTS) + " |")
+        print(f"\n{title}: {build_name}\n| recipe | n | " + " | ".join(VERDICTS) + " |")
         print("|---|---|" + "---|" * len(VERDICTS))
         for recipe in sorted(recipes, key=lambda r: (r == "all", r)):
             c = recipes[recipe]
             n = sum(c.values())
             print(f"| {recipe} | {n} | " + " | ".join(f"{c[v] / n:.0%}" for v in VERDICTS) + " |")
     return table
+
+
+def kappa(a: dict[int, str], b: dict[int, str]) -> tuple[float, float]:
+    """(share of rows two raters gave the same verdict, Cohen's kappa) over their common rows."""
+    rows = sorted(set(a) & set(b))
+    agree = sum(a[n] == b[n] for n in rows) / len(rows)
+    ca, cb = Counter(a[n] for n in rows), Counter(b[n] for n in rows)
+    chance = sum(ca[v] * cb[v] for v in VERDICTS) / len(rows) ** 2
+    return agree, (agree - chance) / (1 - chance) if chance < 1 else 1.0
+
+
+def score(key: Path, *verdicts: Path) -> dict:
+    """Shares of each verdict per build and recipe (verdicts.csv: n,verdict[,note]). With
+    several raters' files: each one's table, their pairwise agreement (Cohen's kappa),
+    and the table of the rows a majority agrees on (the others counted as split)."""
+    keys = {int(r["n"]): r for r in csv.DictReader(key.open())}
+    raters = [_read_verdicts(v) for v in verdicts]
+    tables = [_table(keys, got, str(path)) for got, path in zip(raters, verdicts)]
+    if len(raters) < 2:
+        return tables[0]
+    print()
+    for i in range(len(raters)):
+        for j in range(i + 1, len(raters)):
+            agree, k = kappa(raters[i], raters[j])
+            print(f"{verdicts[i].name} vs {verdicts[j].name}: the same verdict on {agree:.0%} of rows, "
+                  f"Cohen's kappa {k:.2f}")
+    majority = {}
+    for n in set.intersection(*(set(r) for r in raters)):
+        (v, c), = Counter(r[n] for r in raters).most_common(1)
+        if c * 2 > len(raters):
+            majority[n] = v
+    split = len(set.intersection(*(set(r) for r in raters))) - len(majority)
+    print(f"\nrows without a majority: {split}")
+    return _table(keys, majority, "majority")
 
 
 def main() -> None:
@@ -143,14 +181,14 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("score")
     c.add_argument("key", type=Path)
-    c.add_argument("verdicts", type=Path)
+    c.add_argument("verdicts", type=Path, nargs="+", help="one file per rater")
     a = ap.parse_args()
     if a.cmd == "build":
         build(a.out, a.images, a.inputs)
     elif a.cmd == "sheets":
         sheets(a.builds, a.dest, a.per_recipe, a.seed)
     else:
-        score(a.key, a.verdicts)
+        score(a.key, *a.verdicts)
 
 
 if __name__ == "__main__":

@@ -206,6 +206,14 @@ class RealismConfig(_Strict):
     # from under 30. 1 of 50 plausible review rows and 3 of 49 of the labelled set are over it.
     boosted_chroma: float = Field(30.0, ge=0.0)
     max_chroma_boost: float = Field(1.6, gt=1.0)
+    # The region's near-neutral pixels (white, grey, metal: chroma < 8 in the target)
+    # given more than this mean chroma were painted: a white cup or cap crown turned
+    # orange, a silver spoon gold, a clear headlight amber, a flag's white stripes
+    # yellow (36-50 in review round 4, where two blind raters agreed), while a warm
+    # white balance on a white cup or a flag's stars stayed under 29 on every row they
+    # both called plausible. Catches what fg_colourised (the region's mean) cannot: the
+    # white parts of a region that is coloured elsewhere.
+    max_neutral_chroma: float = Field(40.0, gt=0.0)
     # A scene whose colours spread less than this (sqrt(var a* + var b*)) is monochrome
     # or one-tint; a foreground spreading more than mono_fg_spread in it is a colour
     # splash, not a mismatch.
@@ -270,6 +278,14 @@ class SynthesisConfig(_Strict):
     # A mask filling more than this share of its bounding box is a box drawn around a
     # region, not an object's outline (VGPhraseCut has such boxes, mostly for stuff).
     max_box_fill: float = Field(0.95, gt=0.0, le=1.0)
+    # A mask whose outline runs where the photo shows no edge (ΔE76 step under 6, at 1/4
+    # size) for more than this share of its length cuts through background or a
+    # surface: every visible change draws seams there. Two blind raters agreeing on 86%
+    # of review round 4's rows (docs/realism.md) called every such row an artifact: the
+    # launch tower's strip (0.44-0.67), the tabby cat's polygon with a strip of
+    # background (0.21-0.30), glasses with the skin around them (0.21); the plausible
+    # rows' largest share was 0.15 (the red motorcycle).
+    max_loose_outline: float = Field(0.2, ge=0.0, le=1.0)
     # Foreground-ratio bounds: tiny regions teach nothing, huge ones are global grading.
     min_fg_ratio: float = Field(0.005, ge=0.0, le=1.0)
     max_fg_ratio: float = Field(0.9, ge=0.0, le=1.0)

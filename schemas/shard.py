@@ -1,4 +1,4 @@
-"""Arrow schema of one shard row (one training triple), version 5.
+"""Arrow schema of one shard row (one training triple), version 6.
 
 Column groups follow DESIGN.md. v2: ``caption_candidates`` became (text, CLIP score)
 structs, best first, and the caption and embedding columns are filled by the captions
@@ -7,6 +7,7 @@ stage (null when it is off). v3: ``realism``, the realism judge's features of th
 v4: ``realism.outline_contrast``. v5: the mask composited with is the polygon fitted to
 the photo's edges where the fit agrees with it (``mask_source``); the annotation's own
 polygon mask stays in ``polygon_mask`` (segmentation metrics against VGPhraseCut).
+v6: ``realism.neutral_chroma`` (the region's white and grey parts painted).
 The CLIP model id and embedding width are in each file's
 metadata (``phraseharmony.clip_model``, ``phraseharmony.clip_dim``).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 _relation = pa.list_(pa.list_(pa.string()))
 _embedding = pa.list_(pa.float16())
@@ -30,6 +31,8 @@ REALISM_FIELDS: list[tuple[str, str]] = [
                  "is higher for small regions)"),
     ("fg_chroma", "the target region's mean CIELAB chroma"),
     ("fg_chroma_ratio", "composite region's mean chroma / target's (floor 2)"),
+    ("neutral_chroma", "the composite's mean chroma over the region pixels near-neutral in the "
+                       "target (chroma < 8, L* > 15; 0 when under 1% of the region)"),
     ("fg_spread", "sqrt(var a* + var b*) of the composite region"),
     ("spread_ratio", "that spread / the target region's (floor 2)"),
     ("bg_spread", "sqrt(var a* + var b*) of the composite's background (-1: no background)"),

@@ -90,6 +90,39 @@ def test_the_seam_feature_flags_a_panel_and_not_a_light_change():
     assert features(img, comp, dahlia)["seam"] < 0.1 and "seam" not in assess(img, comp, dahlia)
 
 
+def test_a_polygon_cut_through_background_is_a_counted_skip():
+    """The sample's launch tower: a strip along the image border, mostly the sky behind
+    the lattice. The photo shows an edge along part of it (over the no-outline floor),
+    none along half of it: every change would draw seams there."""
+    from collections import Counter
+
+    from schemas.config import RunConfig
+    from tasks.acquire.annotations import SkipLog
+    from tasks.synthesize.realism import mask_outline
+    from tasks.synthesize.samples import task_rows
+
+    cfg = RunConfig()
+    raw = next(t for s in ("train", "val", "test")
+               for t in json.loads((SAMPLE_ANNOTATIONS / f"refer_{s}.json").read_text())
+               if t["phrase"] == "launch tower on left")
+    photo = load_photo(SAMPLE_PHOTOS[raw["image_id"]])[..., :3]
+    img, _ = decode_resized(cv2.imencode(".jpg", photo[..., ::-1])[1], 256)
+    task = {"task_id": raw["task_id"], "image_id": raw["image_id"], "split": "train",
+            "phrase_name": "tower", "image_width": photo.shape[1], "image_height": photo.shape[0],
+            "polygons": raw["Polygons"]}
+    tower = fit_mask(img, stored_mask(raw["Polygons"], photo.shape[1], photo.shape[0], 256, MaskConfig()),
+                     MaskConfig()).mask
+    outline = mask_outline(img, tower)
+    assert outline.contrast >= cfg.synthesis.realism.min_outline_contrast
+    assert outline.loose > 0.4
+    skips = SkipLog()
+    assert task_rows(task, img, photo.shape[1::-1], cfg, {}, None, skips, Counter()) == []
+    assert skips.to_json()["counts"] == {"mask_loose_outline": 1}
+    # An object's outline runs on the photo's edges all along.
+    img, dahlia = _sample_task("orange dahlia")
+    assert mask_outline(img, fit_mask(img, dahlia, MaskConfig()).mask).loose < 0.05
+
+
 def test_the_early_decision_agrees_with_the_full_judge_on_the_labelled_rows():
     cfg = SynthesisConfig()
     decided = passed = 0

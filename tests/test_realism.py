@@ -32,10 +32,27 @@ def recolour(img, mask, fn):
 
 def test_a_plausible_light_change_is_kept_and_every_feature_is_finite(scene):
     img, mask = scene
-    comp = recolour(img, mask, build_library()["combo_golden_hour"].apply)
+    comp = recolour(img, mask, build_library()["exposure_+1.0"].apply)
     f = features(img, comp, mask)
     assert set(f) == set(FEATURES) and all(np.isfinite(v) for v in f.values())
     assert assess(img, comp, mask) == []
+
+
+def test_white_parts_given_a_strong_colour_are_painted(scene):
+    """The saucer's outline takes in the white cup. An uncorrected 2700 K tungsten cast
+    turns the cup's white orange (chroma ~58), what blind raters called a repainted
+    object (a white cup, a cap's crown, a silver spoon turned gold); a warm fade tints
+    it less, and a region with no white part measures 0."""
+    img, mask = scene
+    lib = build_library()
+    tungsten = recolour(img, mask, lib["wb_2700k"].apply)
+    assert features(img, tungsten, mask)["neutral_chroma"] > 50
+    assert "neutral_painted" in assess(img, tungsten, mask)
+    fade = recolour(img, mask, lib["combo_warm_fade"].apply)
+    assert 20 < features(img, fade, mask)["neutral_chroma"] < RealismConfig().max_neutral_chroma
+    assert "neutral_painted" not in assess(img, fade, mask)
+    red = mask & (img[..., 0].astype(int) - img[..., 2] > 60)   # the saucer's red only
+    assert features(img, recolour(img, red, lib["wb_2700k"].apply), red)["neutral_chroma"] == 0.0
 
 
 def test_invisible_change(scene):
@@ -61,8 +78,9 @@ def _chroma_times(img, k):
 
 def test_a_coloured_region_painted_more_saturated_and_a_pale_one_tinted(scene):
     """The red saucer (chroma 47) with its chroma multiplied: painted; the white rocket
-    (chroma 17) under a warm look gains more, relatively, and is kept: a white object
-    takes the light's colour."""
+    (chroma 17) under a warm light gains more, relatively, and is kept: a white object
+    takes the light's colour (up to the chroma past which raters saw paint: the golden
+    hour look gives its white body 43)."""
     img, mask = scene
     painted = recolour(img, mask, lambda x: _chroma_times(x, 2.5))
     f = features(img, painted, mask)
@@ -72,10 +90,12 @@ def test_a_coloured_region_painted_more_saturated_and_a_pale_one_tinted(scene):
     rocket = cv2.resize(load_photo("rocket"), (256, 256), interpolation=cv2.INTER_AREA)
     body = np.zeros((256, 256), bool)
     body[85:235, 123:133] = True                                   # the rocket's white body
-    warm = recolour(rocket, body, build_library()["combo_golden_hour"].apply)
+    warm = recolour(rocket, body, build_library()["wb_3800k"].apply)
     f = features(rocket, warm, body)
-    assert f["fg_chroma"] < 30 and f["fg_chroma_ratio"] > 2.5
+    assert f["fg_chroma"] < 30 and f["fg_chroma_ratio"] > 2 and 15 < f["neutral_chroma"] < 30
     assert assess(rocket, warm, body) == []
+    golden = recolour(rocket, body, build_library()["combo_golden_hour"].apply)
+    assert assess(rocket, golden, body) == ["neutral_painted"]
 
 
 def test_colour_foreground_in_a_monochrome_scene(scene):
@@ -145,29 +165,33 @@ def test_assess_checks_dtypes_and_shapes_at_the_door(scene, change, says):
 
 def test_thresholds_come_from_the_config(scene):
     img, mask = scene
-    comp = recolour(img, mask, build_library()["combo_golden_hour"].apply)
+    comp = recolour(img, mask, build_library()["exposure_+1.0"].apply)
     assert assess(img, comp, mask, RealismConfig(min_delta_e=60)) == ["invisible_change"]
 
 
 def test_the_judge_on_the_rows_judged_by_eye():
-    """162 rows of the pre-judge builds, judged by eye (docs/realism.md has the table).
-    The numbers it is held to are the ones measured, with a margin for platform noise.
-    Since the review of the six-recipe build (seams, the small-region visibility floor,
-    greyed saturated regions) it also turns down 65% of this set's plausible verdicts:
-    they were given on target | composite sheets, where a loose polygon's seam and a
-    small region's faint change do not show; on the review's sheets (with the 4x
-    difference) those read as artifacts and near no-ops (docs/realism.md). The
-    oversaturation rule (review round 3) turns down 3 more of them: 71%."""
+    """162 rows of the pre-judge builds, judged blind by two raters on the review's
+    sheets (composite | target | outline | 4x difference; docs/realism.md has the
+    table); the 134 rows they agree on are the verdicts. The numbers it is held to are
+    the ones measured, with a margin for platform noise. Most plausible rows it turns
+    down are small regions under the small-region visibility floor (a spoon, a nose, a
+    rocket: visible to the raters at 1x, ΔE76 shift x area^1/4 of 4-8)."""
+    from bench.realism_eval import rater_verdicts
+    from bench.review import kappa
+
+    first, second = rater_verdicts()
+    assert kappa(first, second)[1] > 0.7   # the raters agree well beyond chance
     rows = labelled_rows()
     assert len(rows) >= 150 and {r["recipe"] for r in rows} == {
         "lut_pair", "lut_fg", "reinhard", "xiao_rgb", "hist_ycbcr", "idt"}
     s = summary(rows, judge_rows(rows))
+    assert sum(s["n"].values()) == 134
     bad = (s["rate"]["absurd"] * s["n"]["absurd"] + s["rate"]["artifact"] * s["n"]["artifact"]) / (
         s["n"]["absurd"] + s["n"]["artifact"])
-    assert bad >= 0.83
-    assert s["rate"]["no_op"] >= 0.90
-    assert s["rate"]["plausible"] <= 0.74
-    assert s["precision"] >= 0.74
+    assert bad >= 0.85             # 88% (69 of 78)
+    assert s["rate"]["no_op"] >= 0.95
+    assert s["rate"]["plausible"] <= 0.62   # 58% (18 of 31)
+    assert s["precision"] >= 0.80           # 84%
 
 
 def test_stuff_phrases_and_box_masks_are_counted_skips():

@@ -36,6 +36,8 @@ REASONS = {
     "fg_greyed": "a colourful region lost most of its chroma",
     "fg_colourised": "a near-grey region was painted a strong colour",
     "fg_oversaturated": "a coloured region's chroma was multiplied: painted, not re-lit",
+    "neutral_painted": "the region's white, grey or metal parts took a strong colour (a white "
+                       "cup turned orange, a silver spoon gold)",
     "mono_scene": "a colourful region in a monochrome or one-tint scene",
     "hue_rotated": "the region's hue turned far: another object colour, not another light",
     "chroma_speckle": "chroma speckle or posterisation far above the photo's own",
@@ -54,6 +56,9 @@ REASONS = {
                        "(synthesis.max_box_fill)",
     "mask_no_outline": "the photo shows no edge where the mask ends (a region cut out of a "
                        "surface; synthesis.realism.min_outline_contrast)",
+    "mask_loose_outline": "the mask's outline runs where the photo shows no edge for much of "
+                          "its length (a polygon cut through background: a change would "
+                          "draw seams; synthesis.max_loose_outline)",
     "mask_empty_after_erosion": "the region has no interior once its edge band is taken off",
     "reference_mask_empty_after_erosion": "the reference object has no interior once its "
                                           "edge band is taken off",

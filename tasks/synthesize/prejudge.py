@@ -22,7 +22,14 @@ from schemas.config import SynthesisConfig
 from tasks.core import fixedmath
 from tasks.synthesize.colorimetry import delta_e_stride, mean_delta_e
 from tasks.synthesize.lut_kernels import apply_u8
-from tasks.synthesize.realism import extremes, lab
+from tasks.synthesize.realism import (
+    MIN_INTERIOR,
+    NEUTRAL_CHROMA,
+    NEUTRAL_MIN_L,
+    NEUTRAL_MIN_SHARE,
+    extremes,
+    lab,
+)
 
 # An estimate must miss its threshold by this share (or, for the hue, this many
 # degrees) before a draw is turned down on it: at 1,024 pixels the estimates of the
@@ -93,6 +100,9 @@ def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float,
         out.append("fg_colourised")
     if chroma_t >= r.boosted_chroma * hi and ratio > r.max_chroma_boost * hi:
         out.append("fg_oversaturated")
+    neutral = _neutral_chroma(t_lab, c_lab)
+    if neutral is not None and neutral > r.max_neutral_chroma * hi:
+        out.append("neutral_painted")
     if min(math.sqrt(at * at + bt * bt), math.sqrt(ac * ac + bc * bc)) >= 8.0 * hi:
         turn = math.degrees(fixedmath.atan2(abs(at * bc - bt * ac), at * ac + bt * bc))
         if turn > r.max_hue_shift + HUE_MARGIN_DEG:
@@ -101,6 +111,17 @@ def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float,
     if float((clip_c & ~clip_t).mean()) > r.max_new_clip * hi:
         out.append("new_clipping")
     return out, de
+
+
+def _neutral_chroma(t_lab: np.ndarray, c_lab: np.ndarray) -> float | None:
+    """The judge's ``neutral_chroma`` on the probe pixels; None where too few of them are
+    near-neutral for an estimate."""
+    t, c = t_lab.astype(np.float64), c_lab.astype(np.float64)
+    neutral = (np.sqrt(t[:, 1] * t[:, 1] + t[:, 2] * t[:, 2]) < NEUTRAL_CHROMA) & (t[:, 0] > NEUTRAL_MIN_L)
+    if neutral.sum() < max(MIN_INTERIOR, NEUTRAL_MIN_SHARE * len(t)):
+        return None
+    a, b = c[neutral, 1], c[neutral, 2]
+    return float(np.sqrt(a * a + b * b).mean())
 
 
 def _clipped(px: np.ndarray) -> np.ndarray:

@@ -12,6 +12,9 @@ dataset's. Each reason is one measured feature against one threshold
 - ``fg_colourised``: a near-neutral foreground became strongly coloured;
 - ``fg_oversaturated``: a coloured foreground's chroma was multiplied (skin seen through
   glasses turned orange: painted, not re-lit);
+- ``neutral_painted``: the foreground's white, grey or metal parts took a strong colour
+  (a white cup or cap crown turned orange, a silver spoon gold), even where the rest of
+  the region is coloured;
 - ``mono_scene``: a colourful foreground in a monochrome (or one-tint) scene;
 - ``hue_rotated``: a chromatic foreground's mean hue turned far (another object colour,
   not another light);
@@ -56,6 +59,11 @@ BAND_PX = 2
 SHRINK = 4
 # Under this many interior pixels no feature is a stable measurement.
 MIN_INTERIOR = 16
+# A region pixel is near-neutral (white, grey, metal) under this CIELAB chroma, and lit
+# enough that its hue means something (L* over NEUTRAL_MIN_L: near-black pixels carry
+# JPEG chroma noise). ``neutral_chroma`` is measured when at least NEUTRAL_MIN_SHARE of
+# the region (and MIN_INTERIOR pixels) are such.
+NEUTRAL_CHROMA, NEUTRAL_MIN_L, NEUTRAL_MIN_SHARE = 8.0, 15.0, 0.01
 # The foreground crop's margin: room for the filters' 3×3 kernels.
 MARGIN = 2
 # Each side of the mask's outline is averaged over this window around an outline pixel
@@ -69,7 +77,8 @@ OUTLINE_MIN_SIDE = 2
 # SEAM_STEP more (a step a reviewer sees at 1x).
 SEAM_PHOTO_FLAT, SEAM_STEP = 6.0, 8.0
 FEATURES = tuple(name for name, _doc in REALISM_FIELDS)   # the shards' ``realism`` struct
-REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "fg_oversaturated", "mono_scene",
+REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "fg_oversaturated", "neutral_painted",
+           "mono_scene",
            "hue_rotated", "chroma_speckle", "boundary_halo", "texture_changed", "new_clipping",
            "no_outline", "seam", "mask_too_thin", "mask_empty")
 _KERNEL = np.ones((3, 3), np.uint8)
@@ -191,6 +200,13 @@ class Outline:
     contrast: float                 # ``outline_contrast`` (-1: no outline inside the image)
     steps: np.ndarray | None        # ``outline_steps``, for the seam feature
 
+    @property
+    def loose(self) -> float:
+        """The share of the outline along which the photo shows no edge (a step under
+        SEAM_PHOTO_FLAT): a polygon that cuts through background or a surface there
+        (0 where there is no outline)."""
+        return 0.0 if self.steps is None else float((self.steps < SEAM_PHOTO_FLAT).mean())
+
 
 def _outline(lab_small: np.ndarray, mask8_small: np.ndarray) -> Outline:
     steps = outline_steps(lab_small, mask8_small)
@@ -244,8 +260,12 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     t_rgb, c_rgb = target[y0:y1, x0:x1], composite[y0:y1, x0:x1]
     t_lab, c_lab = lab(t_rgb), lab(c_rgb)
     t_ch, c_ch = cv2.split(t_lab), cv2.split(c_lab)
-    chroma_t = float(_mean(chroma(t_ch[1], t_ch[2]), fg8)[0])
-    chroma_c = float(_mean(chroma(c_ch[1], c_ch[2]), fg8)[0])
+    ch_t, ch_c = chroma(t_ch[1], t_ch[2]), chroma(c_ch[1], c_ch[2])
+    chroma_t, chroma_c = float(_mean(ch_t, fg8)[0]), float(_mean(ch_c, fg8)[0])
+    neutral8 = ((ch_t < NEUTRAL_CHROMA) & (t_ch[0] > NEUTRAL_MIN_L)).view(np.uint8) & fg8
+    n_neutral = cv2.countNonZero(neutral8)
+    neutral = (float(_mean(ch_c, neutral8)[0])
+               if n_neutral >= max(MIN_INTERIOR, NEUTRAL_MIN_SHARE * cv2.countNonZero(fg8)) else 0.0)
     (mean_t, spread_t), (mean_c, spread_c) = _stats(t_lab, fg8), _stats(c_lab, fg8)
     # How far the region's mean colour moved (ΔE76), weighted by its size: what the eye
     # sees of a change is a shift of the whole object, and a small object needs more.
@@ -274,6 +294,7 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
         "fg_chroma": chroma_t,
         # Floors on the denominators: near-grey, flat regions give ratios of noise.
         "fg_chroma_ratio": chroma_c / max(chroma_t, 2.0),
+        "neutral_chroma": neutral,
         "fg_spread": spread_c,
         # A light change moves a region's colours together; a one-tint look collapses them.
         "spread_ratio": spread_c / max(spread_t, 2.0),
@@ -303,6 +324,8 @@ def reasons(f: dict[str, float], cfg: RealismConfig = RealismConfig()) -> list[s
         out.append("fg_colourised")
     if f["fg_chroma"] >= cfg.boosted_chroma and f["fg_chroma_ratio"] > cfg.max_chroma_boost:
         out.append("fg_oversaturated")
+    if f["neutral_chroma"] > cfg.max_neutral_chroma:
+        out.append("neutral_painted")
     if 0 <= f["bg_spread"] < cfg.mono_bg_spread and f["fg_spread"] > cfg.mono_fg_spread:
         out.append("mono_scene")
     if f["hue_shift"] > cfg.max_hue_shift:

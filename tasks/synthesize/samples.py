@@ -95,6 +95,11 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
         # Every draw would be judged no_outline: the photo shows no edge where it ends.
         skips.add("mask_no_outline", task["task_id"])
         return []
+    if outline.loose > syn.max_loose_outline:
+        # A polygon cut through background along much of its length: any visible change
+        # draws seams there (the panel a reviewer calls an artifact).
+        skips.add("mask_loose_outline", task["task_id"])
+        return []
     mask_png, bbox, fg_ratio = encode_mask_png(mask), bbox_of(mask), float(mask.mean())
     polygon_png = mask_png if fit.source == "polygon" else encode_mask_png(polygon)
 

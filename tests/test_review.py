@@ -1,0 +1,37 @@
+"""bench/review.py's tally of blind verdicts: one rater's shares, several raters'
+agreement (Cohen's kappa) and the majority's shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.review import kappa, score
+
+
+def _csv(path, header, rows):
+    path.write_text("\n".join([header] + [",".join(map(str, r)) for r in rows]) + "\n")
+    return path
+
+
+def test_two_raters_agreement_and_majority(tmp_path, capsys):
+    key = _csv(tmp_path / "key.csv", "n,build,sample_id,recipe",
+               [(n, "after", f"t#{n}", "lut_fg") for n in range(4)])
+    one = _csv(tmp_path / "one.csv", "n,verdict,note",
+               [(0, "plausible", ""), (1, "plausible", ""), (2, "absurd", "cup"), (3, "no_op", "")])
+    two = _csv(tmp_path / "two.csv", "n,verdict,note",
+               [(0, "plausible", ""), (1, "artifact", "seam"), (2, "absurd", ""), (3, "no_op", "")])
+    # 3 of 4 the same; by chance (2*1 + 1*1 + 1*1) / 16: kappa (0.75 - 0.25) / 0.75.
+    agree, k = kappa({0: "plausible", 1: "plausible", 2: "absurd", 3: "no_op"},
+                     {0: "plausible", 1: "artifact", 2: "absurd", 3: "no_op"})
+    assert agree == 0.75 and k == pytest.approx(2 / 3)
+    majority = score(key, one, two)
+    assert dict(majority["after"]["all"]) == {"plausible": 1, "absurd": 1, "no_op": 1}
+    out = capsys.readouterr().out
+    assert "Cohen's kappa 0.67" in out and "rows without a majority: 1" in out
+
+
+def test_an_unknown_verdict_names_the_file_and_row(tmp_path):
+    key = _csv(tmp_path / "key.csv", "n,build,sample_id,recipe", [(0, "a", "t#0", "idt")])
+    bad = _csv(tmp_path / "bad.csv", "n,verdict,note", [(0, "maybe", "")])
+    with pytest.raises(SystemExit, match="bad.csv: row 0 has verdict 'maybe'"):
+        score(key, bad)
