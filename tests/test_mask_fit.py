@@ -140,5 +140,4 @@ def test_the_early_decision_agrees_with_the_full_judge_on_the_labelled_rows():
             passed += 1
             assert de == full_metrics["delta_e"]
             assert difficulty(r["composite"], r["target"], r["mask"], de) == full_metrics
-    assert passed >= 50
-    assert decided >= 50   # of 162: it decides a good share (63 when measured)
+    assert decided >= 80 and passed >= 50   # of 162: 101 decided early when measured
