@@ -77,7 +77,8 @@ def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, labe
     return row
 
 
-def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int) -> None:
+def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
+           recipes: list[str] | None = None) -> None:
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -85,7 +86,8 @@ def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int) -> None:
     for b, out in enumerate(builds):
         by_recipe = defaultdict(list)
         for r in _rows(out):
-            by_recipe[r["recipe"]].append(r)
+            if not recipes or r["recipe"] in recipes:
+                by_recipe[r["recipe"]].append(r)
         for recipe in sorted(by_recipe):
             rows = by_recipe[recipe]
             for i in rng.choice(len(rows), size=min(per_recipe, len(rows)), replace=False):
@@ -179,6 +181,7 @@ def main() -> None:
     s.add_argument("--dest", type=Path, required=True)
     s.add_argument("--per-recipe", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--recipes", nargs="+", help="only these recipes' rows (default: all)")
     c = sub.add_parser("score")
     c.add_argument("key", type=Path)
     c.add_argument("verdicts", type=Path, nargs="+", help="one file per rater")
@@ -186,7 +189,7 @@ def main() -> None:
     if a.cmd == "build":
         build(a.out, a.images, a.inputs)
     elif a.cmd == "sheets":
-        sheets(a.builds, a.dest, a.per_recipe, a.seed)
+        sheets(a.builds, a.dest, a.per_recipe, a.seed, a.recipes)
     else:
         score(a.key, *a.verdicts)
 

@@ -265,6 +265,15 @@ class SynthesisConfig(_Strict):
     # their draws to the visibility floor (bench/stages.py input, docs/realism.md).
     strength_min: float = Field(0.9, ge=0.0, le=1.0)
     strength_max: float = Field(1.0, ge=0.0, le=1.0)
+    # lut_pair's drawn strength is scaled by this: its composite differs from its target
+    # by two looks (A in the region against B around it), about twice one look's change
+    # (1.59-1.66x iHarmony4's fMSE at full strength, against 0.8x for the others), and
+    # in the blind reviews its absurd and broken rows had twice the fMSE of its plausible
+    # ones (median 2,700-2,800 against 1,387; docs/realism.md). configs/vgphrasecut.yaml
+    # takes 0.75; the default keeps 1.0, where the bundled sample's 27 phrases make 29
+    # rows (at 0.75, 23: its val split falls to 2 rows, too few for the demo's training
+    # and evaluation).
+    pair_strength_scale: float = Field(1.0, gt=0.0, le=1.0)
     # Phrases whose head noun (phrase_structure.name, lower-cased) is "stuff" are skipped:
     # harmonization data is about objects pasted into scenes (iHarmony4 uses COCO
     # instances), and a recoloured sky, lawn or wall is a regrading of the scene, with

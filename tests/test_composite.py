@@ -58,6 +58,33 @@ def test_same_seed_same_composite_and_seed_depends_on_sample(scene):
         r1.target, r1.composite, mask)
 
 
+def test_lut_pair_strength_is_scaled_and_other_recipes_keep_their_draws(scene):
+    img, mask = scene
+    lib = build_library()
+    loose = RealismConfig(min_delta_e=0, min_fmse=0, min_visibility=0, min_visibility_small=0)
+    compared = 0
+    for seed in range(12):
+        got = {}
+        for scale in (1.0, 0.5):
+            for recipe in ("lut_pair", "lut_fg"):
+                # One attempt: a draw the judge turns down at one strength is not redrawn.
+                cfg = SynthesisConfig(recipes={recipe: 1}, pair_strength_scale=scale, realism=loose,
+                                      max_attempts=1)
+                got[scale, recipe] = synthesize(img, mask, cfg, np.random.default_rng(seed), lib)
+        fg = got[1.0, "lut_fg"], got[0.5, "lut_fg"]
+        assert isinstance(fg[0], str) == isinstance(fg[1], str)
+        assert isinstance(fg[0], str) or (np.array_equal(fg[0].composite, fg[1].composite)
+                                          and fg[0].strength == fg[1].strength)
+        full, half = got[1.0, "lut_pair"], got[0.5, "lut_pair"]
+        if isinstance(full, str) or isinstance(half, str):
+            continue
+        # The same draw (looks and strength), the pair's strength halved.
+        assert (full.lut_fg, full.lut_bg) == (half.lut_fg, half.lut_bg)
+        assert half.strength == pytest.approx(full.strength * 0.5) and 0.9 <= full.strength <= 1.0
+        compared += 1
+    assert compared >= 3
+
+
 def test_floor_and_ceiling_reject_and_count(scene):
     img, mask = scene
     lib = build_library()

@@ -134,6 +134,8 @@ def synthesize(img: np.ndarray, mask: np.ndarray, cfg: SynthesisConfig,
     reason = "no_attempt"
     for _ in range(cfg.max_attempts):
         strength = float(rng.uniform(cfg.strength_min, cfg.strength_max))
+        if recipe == "lut_pair":
+            strength *= cfg.pair_strength_scale   # (the same draw: other recipes' rows unchanged)
         lut_a = lut_b = ref_id = None
         if recipe not in LUT_RECIPES:
             ref = pick_reference(rng) if pick_reference else "no_same_category_reference"
