@@ -208,11 +208,11 @@ class RealismConfig(_Strict):
     max_chroma_boost: float = Field(1.6, gt=1.0)
     # The region's near-neutral pixels (white, grey, metal: chroma < 8 in the target)
     # given more than this mean chroma were painted: a white cup or cap crown turned
-    # orange, a silver spoon gold, a clear headlight amber, a flag's white stripes
-    # yellow (36-50 in review round 4, where two blind raters agreed), while a warm
-    # white balance on a white cup or a flag's stars stayed under 29 on every row they
-    # both called plausible. Catches what fg_colourised (the region's mean) cannot: the
-    # white parts of a region that is coloured elsewhere.
+    # orange, a silver spoon gold, a flag's white stripes yellow (42-50 in review rounds
+    # 4-5, where two blind raters agreed), while every row they both called plausible
+    # stayed under 40 (warm casts on skin and a white cup reach 39). Catches what
+    # fg_colourised (the region's mean) cannot: the white parts of a region that is
+    # coloured elsewhere.
     max_neutral_chroma: float = Field(40.0, gt=0.0)
     # A scene whose colours spread less than this (sqrt(var a* + var b*)) is monochrome
     # or one-tint; a foreground spreading more than mono_fg_spread in it is a colour

@@ -78,9 +78,8 @@ OUTLINE_MIN_SIDE = 2
 SEAM_PHOTO_FLAT, SEAM_STEP = 6.0, 8.0
 FEATURES = tuple(name for name, _doc in REALISM_FIELDS)   # the shards' ``realism`` struct
 REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "fg_oversaturated", "neutral_painted",
-           "mono_scene",
-           "hue_rotated", "chroma_speckle", "boundary_halo", "texture_changed", "new_clipping",
-           "no_outline", "seam", "mask_too_thin", "mask_empty")
+           "mono_scene", "hue_rotated", "chroma_speckle", "boundary_halo", "texture_changed",
+           "new_clipping", "no_outline", "seam", "mask_too_thin", "mask_empty")
 _KERNEL = np.ones((3, 3), np.uint8)
 
 
