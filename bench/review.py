@@ -1,6 +1,6 @@
 """Review composites as a harmonization researcher does: blind sheets from one or more builds.
 
-    .venv/bin/python bench/review.py build OUT [--images 104] [--inputs DIR]   # six recipes, equal weight
+    .venv/bin/python bench/review.py build OUT [--images 104] [--inputs DIR] [--set KEY=VALUE ...]
     .venv/bin/python bench/review.py sheets OUT_A [OUT_B ...] --dest DIR [--per-recipe 8]
 
 ``build`` makes ``bench/stages.py``'s replicated input (the bundled sample's photos,
@@ -34,9 +34,10 @@ EQUAL = {"lut_pair": 1.0, "lut_fg": 1.0, "reinhard": 1.0, "xiao_rgb": 1.0, "hist
 VERDICTS = ("plausible", "no_op", "absurd", "artifact")
 
 
-def build(out: Path, images: int, inputs: Path | None) -> None:
+def build(out: Path, images: int, inputs: Path | None, extra: list[str] | None = None) -> None:
     """Build the replicated input with every recipe at equal weight. ``inputs``: a folder
-    holding (or to hold) the input, so two checkouts' builds read the very same photos."""
+    holding (or to hold) the input, so two checkouts' builds read the very same photos;
+    ``extra``: more config overrides (``--set`` values)."""
     from bench.stages import make_input
 
     work = inputs or Path(tempfile.mkdtemp(prefix="ph-review-"))
@@ -46,7 +47,7 @@ def build(out: Path, images: int, inputs: Path | None) -> None:
             ann, photos = make_input(work, images)
         sets = [f"annotations.dir={ann}", "annotations.splits=[train]", "images.source=local",
                 f"images.dir={photos}", "shards.images_per_shard=200", "captions.enabled=false",
-                f"synthesis.recipes={json.dumps(EQUAL)}"]
+                f"synthesis.recipes={json.dumps(EQUAL)}", *(extra or [])]
         subprocess.run([sys.executable, "-m", "flows.cli", "build", "--config",
                         str(ROOT / "configs" / "sample.yaml"), "--out", str(out),
                         *[a for s in sets for a in ("--set", s)]], cwd=ROOT, check=True)
@@ -176,6 +177,8 @@ def main() -> None:
     b.add_argument("out", type=Path)
     b.add_argument("--images", type=int, default=104)
     b.add_argument("--inputs", type=Path, help="keep (or reuse) the replicated input here")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override, e.g. synthesis.pair_strength_scale=0.75 (repeatable)")
     s = sub.add_parser("sheets")
     s.add_argument("builds", type=Path, nargs="+")
     s.add_argument("--dest", type=Path, required=True)
@@ -187,7 +190,7 @@ def main() -> None:
     c.add_argument("verdicts", type=Path, nargs="+", help="one file per rater")
     a = ap.parse_args()
     if a.cmd == "build":
-        build(a.out, a.images, a.inputs)
+        build(a.out, a.images, a.inputs, a.set)
     elif a.cmd == "sheets":
         sheets(a.builds, a.dest, a.per_recipe, a.seed, a.recipes)
     else:
