@@ -27,6 +27,7 @@ from tasks.synthesize.realism import (
     NEUTRAL_CHROMA,
     NEUTRAL_MIN_L,
     NEUTRAL_MIN_SHARE,
+    chroma,
     extremes,
     lab,
 )
@@ -117,11 +118,10 @@ def _neutral_chroma(t_lab: np.ndarray, c_lab: np.ndarray) -> float | None:
     """The judge's ``neutral_chroma`` on the probe pixels; None where too few of them are
     near-neutral for an estimate."""
     t, c = t_lab.astype(np.float64), c_lab.astype(np.float64)
-    neutral = (np.sqrt(t[:, 1] * t[:, 1] + t[:, 2] * t[:, 2]) < NEUTRAL_CHROMA) & (t[:, 0] > NEUTRAL_MIN_L)
+    neutral = (chroma(t[:, 1], t[:, 2]) < NEUTRAL_CHROMA) & (t[:, 0] > NEUTRAL_MIN_L)
     if neutral.sum() < max(MIN_INTERIOR, NEUTRAL_MIN_SHARE * len(t)):
         return None
-    a, b = c[neutral, 1], c[neutral, 2]
-    return float(np.sqrt(a * a + b * b).mean())
+    return float(chroma(c[neutral, 1], c[neutral, 2]).mean())
 
 
 def _clipped(px: np.ndarray) -> np.ndarray:
