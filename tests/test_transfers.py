@@ -104,6 +104,30 @@ def test_statistics_ignore_the_masks_edge_band(pair, method):
     assert np.abs(a[eroded(m_src)].astype(int) - b[eroded(m_src)]).max() <= 1
 
 
+def test_hist_ycbcr_carries_the_edge_band_on_from_the_fit(pair):
+    """Edge-band levels the fit never saw (darker, or a background's chroma) follow the
+    mapping's ends at slope 1: before, every level under the fit's darkest went to the
+    channel's floor, a black or green fringe around the region."""
+    src, m_src, ref, m_ref = pair
+    fit = (60 + src[eroded(m_src)] // 2).astype(np.uint8)   # lifted: nothing at a floor
+    bt601 = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
+
+    def ycc(px):
+        return px.reshape(-1, 3) / 255.0 @ bt601.T
+
+    for c in range(3):   # Y, Cb, Cr: the fit's lowest pixel, and one 8 levels lower
+        low = fit[np.argmin(ycc(fit)[:, c])].astype(float)
+        step = np.zeros(3)
+        step[c] = -8.0
+        below = np.clip(np.rint(low + 255.0 * np.linalg.solve(bt601, step)), 0, 255)
+        pair_in = np.stack([low, below]).astype(np.uint8)
+        out = ycc(hist_ycbcr(pair_in, ref[m_ref], fit))
+        got, moved = out[0, c] - out[1, c], ycc(pair_in)[0, c] - ycc(pair_in)[1, c]
+        # Before: any level under the fit's lowest went to the floor (Y 16: black; Cb/Cr
+        # 16: green), tens of levels away.
+        assert -2 <= got <= moved + 3, (c, got, moved)
+
+
 def test_idt_marginals_come_from_the_fit_pixels(pair):
     """IDT's own statistics ignore the band too (regrain afterwards follows the photo's
     gradients, band included, by design)."""

@@ -138,9 +138,22 @@ def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) 
         cdf_r = np.cumsum(np.bincount(rq, minlength=len(bins))) / len(rq)
         # Each source level goes to the first reference level whose CDF reaches it.
         mapping = bins[np.minimum(np.searchsorted(cdf_r, cdf_s - 1e-12), len(bins) - 1)]
-        out[:, c] = mapping[sq]
+        out[:, c] = _extended(mapping, fq, lo, hi)[sq]
     rgb = linalg3.apply(out - _YCC_OFFSET, _YCC_INV)
     return _to_u8(rgb)
+
+
+def _extended(mapping: np.ndarray, fit_levels: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``mapping`` with the levels outside the fitted pixels' range carried on at slope 1
+    from its ends. Matching gives those levels a CDF of 0 (or 1), which sends every level
+    below the fit's darkest to the channel's floor: the mask's edge band (left out of
+    the fit, often a mix with the background) came out black or, in Cb/Cr, green."""
+    first, last = int(fit_levels.min()), int(fit_levels.max())
+    levels = np.arange(len(mapping))
+    out = mapping.copy()
+    out[:first] = np.maximum(lo, mapping[first] - (first - levels[:first]))
+    out[last + 1:] = np.minimum(hi, mapping[last] + (levels[last + 1:] - last))
+    return out
 
 
 def _match_1d(x: np.ndarray, y: np.ndarray, bins: int, fit: np.ndarray | None = None) -> np.ndarray:
