@@ -198,24 +198,38 @@ class Outline:
 
     contrast: float                 # ``outline_contrast`` (-1: no outline inside the image)
     steps: np.ndarray | None        # ``outline_steps``, for the seam feature
+    fine_flat: float = 0.0          # the flat share of the outline at the stored size
 
     @property
     def loose(self) -> float:
         """The share of the outline along which the photo shows no edge (a step under
         SEAM_PHOTO_FLAT): a polygon that cuts through background or a surface there
-        (0 where there is no outline)."""
-        return 0.0 if self.steps is None else float((self.steps < SEAM_PHOTO_FLAT).mean())
+        (0 where there is no outline). The larger of two scales: at 1/4 size a strip of
+        sky around a lattice tower has no edge, while a strip of a surface the polygon
+        crosses (a flag's polygon over a suit's shoulder, glasses' over the cheeks) blurs
+        into its neighbours' edges and shows only at the stored size."""
+        coarse = 0.0 if self.steps is None else float((self.steps < SEAM_PHOTO_FLAT).mean())
+        return max(coarse, self.fine_flat)
 
 
-def _outline(lab_small: np.ndarray, mask8_small: np.ndarray) -> Outline:
+def _outline(lab_small: np.ndarray, mask8_small: np.ndarray, fine_flat: float = 0.0) -> Outline:
     steps = outline_steps(lab_small, mask8_small)
-    return Outline(-1.0 if steps is None else float(np.percentile(steps, 75)), steps)
+    return Outline(-1.0 if steps is None else float(np.percentile(steps, 75)), steps, fine_flat)
 
 
-def mask_outline(rgb: np.ndarray, mask: np.ndarray) -> Outline:
+def mask_outline(rgb: np.ndarray, mask: np.ndarray, fine: bool = False) -> Outline:
     """The photo's outline contrast and steps around a bool mask: the build checks each
-    task's mask once, before drawing composites for it."""
-    return _outline(lab(_shrunk(rgb)), _shrunk(mask.astype(np.uint8)))
+    task's mask once, before drawing composites for it. ``fine``: measure the flat share
+    at the stored size too, for a mask fitted to the photo's edges; a hand-drawn polygon
+    strays 1-3 px from them, so at that size its outline runs beside the edge, flat by
+    construction (on the labelled set's polygons it took 87% of the plausible rows)."""
+    m8 = mask.astype(np.uint8)
+    fine_flat, crop = 0.0, _crop(m8) if fine else None
+    if crop is not None:   # (the mask's box and a margin: the windows see what they would)
+        y0, y1, x0, x1 = crop
+        fine = outline_steps(lab(rgb[y0:y1, x0:x1]), m8[y0:y1, x0:x1])
+        fine_flat = 0.0 if fine is None else float((fine < SEAM_PHOTO_FLAT).mean())
+    return _outline(lab(_shrunk(rgb)), _shrunk(m8), fine_flat)
 
 
 def mask_outline_contrast(rgb: np.ndarray, mask: np.ndarray) -> float:

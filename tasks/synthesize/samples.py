@@ -90,7 +90,7 @@ def task_rows(task: dict[str, Any], img: np.ndarray, orig_size: tuple[int, int],
     fit = fit_mask(img, polygon, cfg.masks)
     mask = fit.mask
     notes[f"mask_{fit.source}" + (f"_{fit.reason}" if fit.reason and fit.reason != "fit_off" else "")] += 1
-    outline = mask_outline(img, mask)   # the photo's and the mask's: once per task
+    outline = mask_outline(img, mask, fine=fit.source == "fitted")   # once per task
     if 0 <= outline.contrast < syn.realism.min_outline_contrast:
         # Every draw would be judged no_outline: the photo shows no edge where it ends.
         skips.add("mask_no_outline", task["task_id"])
