@@ -155,4 +155,4 @@ def test_the_early_decision_agrees_with_the_full_judge_on_the_labelled_rows():
             passed += 1
             assert de == full_metrics["delta_e"]
             assert difficulty(r["composite"], r["target"], r["mask"], de) == full_metrics
-    assert decided >= 80 and passed >= 50   # of 162: 101 decided early when measured
+    assert decided >= 100 and passed >= 40   # of 162: 114 decided early when measured
