@@ -37,7 +37,7 @@ from tasks.synthesize.realism import (
 # region's means are within ~3% of the full values. At 5% / 5 degrees the full judge
 # agrees with every one of the 114 labelled rows decided early (tested; at 0 it
 # disagrees on one) and 799 of 800 bench samples come out as at 15% / 10 degrees, the
-# first, wider choice, which rendered ~10% more draws in full (docs/benchmarks.md).
+# first, wider choice, which rendered ~30% more draws in full (docs/benchmarks.md).
 PREJUDGE_MARGIN = 0.05
 HUE_MARGIN_DEG = 5.0
 
