@@ -208,8 +208,12 @@ class Outline:
         sky around a lattice tower has no edge, while a strip of a surface the polygon
         crosses (a flag's polygon over a suit's shoulder, glasses' over the cheeks) blurs
         into its neighbours' edges and shows only at the stored size."""
-        coarse = 0.0 if self.steps is None else float((self.steps < SEAM_PHOTO_FLAT).mean())
-        return max(coarse, self.fine_flat)
+        return max(_flat_share(self.steps), self.fine_flat)
+
+
+def _flat_share(steps: np.ndarray | None) -> float:
+    """The share of outline steps under SEAM_PHOTO_FLAT (0 where there is no outline)."""
+    return 0.0 if steps is None else float((steps < SEAM_PHOTO_FLAT).mean())
 
 
 def _outline(lab_small: np.ndarray, mask8_small: np.ndarray, fine_flat: float = 0.0) -> Outline:
@@ -227,8 +231,7 @@ def mask_outline(rgb: np.ndarray, mask: np.ndarray, fine: bool = False) -> Outli
     fine_flat, crop = 0.0, _crop(m8) if fine else None
     if crop is not None:   # (the mask's box and a margin: the windows see what they would)
         y0, y1, x0, x1 = crop
-        steps = outline_steps(lab(rgb[y0:y1, x0:x1]), m8[y0:y1, x0:x1])
-        fine_flat = 0.0 if steps is None else float((steps < SEAM_PHOTO_FLAT).mean())
+        fine_flat = _flat_share(outline_steps(lab(rgb[y0:y1, x0:x1]), m8[y0:y1, x0:x1]))
     return _outline(lab(_shrunk(rgb)), _shrunk(m8), fine_flat)
 
 
