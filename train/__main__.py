@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         # On every way out: a process that exits with the group alive can abort in
-        # Gloo's worker threads during interpreter shutdown (SIGABRT, "terminate called
-        # without an active exception"), seen once in CI.
+        # Gloo's worker threads during interpreter shutdown (see the end of this file).
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:   # (the group is gone by now)
@@ -57,4 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A rank leaves without the interpreter's teardown: Gloo's threads can still
+        # abort there (SIGABRT, "terminate called without an active exception") after
+        # every output is written and the group destroyed: 1 of 100 two-rank runs
+        # here, twice in CI. Nothing is left to tear down but buffers, flushed first.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
