@@ -232,12 +232,15 @@ IHARMONY4_LETTER = {"HAdobe5k": "a", "HCOCO": "c", "HFlickr": "f", "Hday2night":
 
 def make_iharmony4(root: Path, sample_dataset: Path, n: int = 6, split: str = "test",
                    subs: tuple[str, str] = ("HFlickr", "HCOCO")) -> list[str]:
-    """An iHarmony4-shaped folder of the sample's first ``n`` training rows, alternating
+    """An iHarmony4-shaped folder of the sample's first ``n`` training rows (its shards
+    in order), alternating
     between two sub-datasets (row i from photo 100 + i); returns the names listed in
     ``IHD_<split>.txt``."""
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(next((sample_dataset / "data" / "train").glob("*.parquet"))).to_pylist()[:n]
+    shards = sorted((sample_dataset / "data" / "train").glob("*.parquet"))
+    rows = [r for shard in shards for r in pq.read_table(shard).to_pylist()][:n]
+    assert len(rows) == n, f"the sample's training split has {len(rows)} rows, under {n}"
     names = []
     for i, row in enumerate(rows):
         sub = subs[i % 2]

@@ -101,7 +101,9 @@ def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float,
         out.append("fg_greyed")
     if chroma_t < r.chromatic * lo and chroma_c > r.colourised_chroma * hi:
         out.append("fg_colourised")
-    if chroma_t >= r.boosted_chroma * hi and ratio > r.max_chroma_boost * hi:
+    if ((chroma_t >= r.boosted_chroma * hi and ratio > r.max_chroma_boost * hi)
+            or (chroma_t >= r.chromatic * hi
+                and ratio > max(r.max_chroma_boost, r.max_pale_chroma_boost) * hi)):
         out.append("fg_oversaturated")
     neutral = _neutral_chroma(t_lab, c_lab)
     if neutral is not None and neutral > r.max_neutral_chroma * hi:

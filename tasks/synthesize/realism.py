@@ -11,7 +11,7 @@ dataset's. Each reason is one measured feature against one threshold
   one, more than half of it);
 - ``fg_colourised``: a near-neutral foreground became strongly coloured;
 - ``fg_oversaturated``: a coloured foreground's chroma was multiplied (skin seen through
-  glasses turned orange: painted, not re-lit);
+  glasses turned orange, a white rocket gold: painted, not re-lit);
 - ``neutral_painted``: the foreground's white, grey or metal parts took a strong colour
   (a white cup or cap crown turned orange, a silver spoon gold), even where the rest of
   the region is coloured;
@@ -338,7 +338,9 @@ def reasons(f: dict[str, float], cfg: RealismConfig = RealismConfig()) -> list[s
         out.append("fg_greyed")
     if f["fg_chroma"] < cfg.chromatic and f["fg_chroma"] * f["fg_chroma_ratio"] > cfg.colourised_chroma:
         out.append("fg_colourised")
-    if f["fg_chroma"] >= cfg.boosted_chroma and f["fg_chroma_ratio"] > cfg.max_chroma_boost:
+    if f["fg_chroma_ratio"] > (cfg.max_chroma_boost if f["fg_chroma"] >= cfg.boosted_chroma
+                               else cfg.max_pale_chroma_boost if f["fg_chroma"] >= cfg.chromatic
+                               else math.inf):
         out.append("fg_oversaturated")
     if f["neutral_chroma"] > cfg.max_neutral_chroma:
         out.append("neutral_painted")
