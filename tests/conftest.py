@@ -233,9 +233,8 @@ IHARMONY4_LETTER = {"HAdobe5k": "a", "HCOCO": "c", "HFlickr": "f", "Hday2night":
 def make_iharmony4(root: Path, sample_dataset: Path, n: int = 6, split: str = "test",
                    subs: tuple[str, str] = ("HFlickr", "HCOCO")) -> list[str]:
     """An iHarmony4-shaped folder of the sample's first ``n`` training rows (its shards
-    in order), alternating
-    between two sub-datasets (row i from photo 100 + i); returns the names listed in
-    ``IHD_<split>.txt``."""
+    in order), alternating between two sub-datasets (row i from photo 100 + i); returns
+    the names listed in ``IHD_<split>.txt``."""
     import pyarrow.parquet as pq
 
     shards = sorted((sample_dataset / "data" / "train").glob("*.parquet"))

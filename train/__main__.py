@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # A rank leaves without the interpreter's teardown: Gloo's threads can still
-        # abort there (SIGABRT, "terminate called without an active exception") after
-        # every output is written and the group destroyed: 1 of 100 two-rank runs
-        # here, twice in CI. Nothing is left to tear down but buffers, flushed first.
+        # A rank leaves without the interpreter's teardown: Gloo's threads could still
+        # abort a rank on its way out (SIGABRT, "terminate called without an active
+        # exception") with its checkpoint already written: 1 of 100 two-rank runs here,
+        # twice in CI. Nothing is left to tear down but buffers, flushed first.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
