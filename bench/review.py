@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/review.py build OUT [--images 104] [--inputs DIR] [--set KEY=VALUE ...]
     .venv/bin/python bench/review.py sheets OUT_A [OUT_B ...] --dest DIR [--per-recipe 8]
+        [--phrases P ...] [--paired]
 
 ``build`` makes ``bench/stages.py``'s replicated input (the bundled sample's photos,
 each replica graded by a photographic look) and builds it with the checkout's code and
@@ -59,8 +60,8 @@ def build(out: Path, images: int, inputs: Path | None, extra: list[str] | None =
 def _rows(out: Path) -> list[dict]:
     import pyarrow.dataset as ds
 
-    return ds.dataset(out / "data").to_table(columns=["sample_id", "recipe", "target", "composite",
-                                                       "mask"]).to_pylist()
+    return ds.dataset(out / "data").to_table(columns=["sample_id", "recipe", "phrase", "target",
+                                                       "composite", "mask"]).to_pylist()
 
 
 def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, label: str = "") -> np.ndarray:
@@ -79,20 +80,27 @@ def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, labe
 
 
 def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
-           recipes: list[str] | None = None) -> None:
+           recipes: list[str] | None = None, phrases: list[str] | None = None,
+           paired: bool = False) -> None:
+    """``paired``: the rows drawn from the first build, and each other build's row of
+    the same sample id (where it has one): a change judged on the same samples."""
     import cv2
 
     rng = np.random.default_rng(seed)
     picked = []
-    for b, out in enumerate(builds):
+    for b, out in enumerate(builds[:1] if paired else builds):
         by_recipe = defaultdict(list)
         for r in _rows(out):
-            if not recipes or r["recipe"] in recipes:
+            if (not recipes or r["recipe"] in recipes) and (not phrases or r["phrase"] in phrases):
                 by_recipe[r["recipe"]].append(r)
         for recipe in sorted(by_recipe):
             rows = by_recipe[recipe]
             for i in rng.choice(len(rows), size=min(per_recipe, len(rows)), replace=False):
                 picked.append((b, rows[int(i)]))
+    if paired:
+        ids = {r["sample_id"] for _b, r in picked}
+        for b, out in enumerate(builds[1:], start=1):
+            picked += [(b, r) for r in _rows(out) if r["sample_id"] in ids]
     order = rng.permutation(len(picked))
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / "key.csv", "w", newline="") as f:
@@ -185,6 +193,9 @@ def main() -> None:
     s.add_argument("--per-recipe", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--recipes", nargs="+", help="only these recipes' rows (default: all)")
+    s.add_argument("--phrases", nargs="+", help="only these phrases' rows (default: all)")
+    s.add_argument("--paired", action="store_true",
+                   help="the first build's rows, and the other builds' rows of the same samples")
     c = sub.add_parser("score")
     c.add_argument("key", type=Path)
     c.add_argument("verdicts", type=Path, nargs="+", help="one file per rater")
@@ -192,7 +203,7 @@ def main() -> None:
     if a.cmd == "build":
         build(a.out, a.images, a.inputs, a.set)
     elif a.cmd == "sheets":
-        sheets(a.builds, a.dest, a.per_recipe, a.seed, a.recipes)
+        sheets(a.builds, a.dest, a.per_recipe, a.seed, a.recipes, a.phrases, a.paired)
     else:
         score(a.key, *a.verdicts)
 

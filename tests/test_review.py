@@ -35,3 +35,26 @@ def test_an_unknown_verdict_names_the_file_and_row(tmp_path):
     bad = _csv(tmp_path / "bad.csv", "n,verdict,note", [(0, "maybe", "")])
     with pytest.raises(SystemExit, match="bad.csv: row 0 has verdict 'maybe'"):
         score(key, bad)
+
+
+def test_paired_sheets_show_each_build_s_row_of_the_same_samples(sample_dataset, tmp_path):
+    """A change judged where it touched: the first build's rows of some phrases, and the
+    other build's rows of the same samples, shuffled together."""
+    import csv
+    import shutil
+
+    import pyarrow.dataset as ds
+
+    from bench.review import sheets
+
+    other = tmp_path / "other"
+    shutil.copytree(sample_dataset / "data", other / "data")
+    rows = ds.dataset(sample_dataset / "data").to_table(columns=["sample_id", "phrase"]).to_pylist()
+    phrase = rows[0]["phrase"]
+    wanted = {r["sample_id"] for r in rows if r["phrase"] == phrase}
+    sheets([sample_dataset, other], tmp_path / "s", per_recipe=2, seed=0, phrases=[phrase], paired=True)
+    key = list(csv.DictReader((tmp_path / "s" / "key.csv").open()))
+    first = [k["sample_id"] for k in key if k["build"] == str(sample_dataset)]
+    second = [k["sample_id"] for k in key if k["build"] == str(other)]
+    assert first and sorted(first) == sorted(second) and set(first) <= wanted
+    assert len(list((tmp_path / "s").glob("sheet-*.png"))) == (len(key) + 7) // 8
