@@ -57,11 +57,13 @@ def build(out: Path, images: int, inputs: Path | None, extra: list[str] | None =
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _rows(out: Path) -> list[dict]:
+def _rows(out: Path, where=None) -> list[dict]:
+    """A build's rows (``where``: a pyarrow filter, applied while reading: only the rows
+    it keeps are decoded)."""
     import pyarrow.dataset as ds
 
     return ds.dataset(out / "data").to_table(columns=["sample_id", "recipe", "phrase", "target",
-                                                       "composite", "mask"]).to_pylist()
+                                                       "composite", "mask"], filter=where).to_pylist()
 
 
 def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, label: str = "") -> np.ndarray:
@@ -85,14 +87,19 @@ def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
     """``paired``: the rows drawn from the first build, and each other build's row of
     the same sample id (where it has one): a change judged on the same samples."""
     import cv2
+    import pyarrow.dataset as ds
 
+    where = None
+    for column, wanted in (("recipe", recipes), ("phrase", phrases)):
+        if wanted:
+            keep = ds.field(column).isin(wanted)
+            where = keep if where is None else where & keep
     rng = np.random.default_rng(seed)
     picked = []
     for b, out in enumerate(builds[:1] if paired else builds):
         by_recipe = defaultdict(list)
-        for r in _rows(out):
-            if (not recipes or r["recipe"] in recipes) and (not phrases or r["phrase"] in phrases):
-                by_recipe[r["recipe"]].append(r)
+        for r in _rows(out, where):
+            by_recipe[r["recipe"]].append(r)
         for recipe in sorted(by_recipe):
             rows = by_recipe[recipe]
             for i in rng.choice(len(rows), size=min(per_recipe, len(rows)), replace=False):
@@ -100,7 +107,7 @@ def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
     if paired:
         ids = {r["sample_id"] for _b, r in picked}
         for b, out in enumerate(builds[1:], start=1):
-            picked += [(b, r) for r in _rows(out) if r["sample_id"] in ids]
+            picked += [(b, r) for r in _rows(out, ds.field("sample_id").isin(sorted(ids)))]
     order = rng.permutation(len(picked))
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / "key.csv", "w", newline="") as f:

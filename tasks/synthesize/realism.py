@@ -338,9 +338,8 @@ def reasons(f: dict[str, float], cfg: RealismConfig = RealismConfig()) -> list[s
         out.append("fg_greyed")
     if f["fg_chroma"] < cfg.chromatic and f["fg_chroma"] * f["fg_chroma_ratio"] > cfg.colourised_chroma:
         out.append("fg_colourised")
-    if f["fg_chroma_ratio"] > (cfg.max_chroma_boost if f["fg_chroma"] >= cfg.boosted_chroma
-                               else cfg.max_pale_chroma_boost if f["fg_chroma"] >= cfg.chromatic
-                               else math.inf):
+    boost = cfg.max_chroma_boost if f["fg_chroma"] >= cfg.boosted_chroma else cfg.max_pale_chroma_boost
+    if f["fg_chroma"] >= cfg.chromatic and f["fg_chroma_ratio"] > boost:   # (near-grey: fg_colourised)
         out.append("fg_oversaturated")
     if f["neutral_chroma"] > cfg.max_neutral_chroma:
         out.append("neutral_painted")
