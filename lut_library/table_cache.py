@@ -26,6 +26,7 @@ import numpy as np
 import tasks.core.fixedmath
 import tasks.core.linalg3
 import tasks.synthesize.luts
+from tasks.core.files import user_cache_dir
 
 # Every module whose code decides a table's bytes.
 _SOURCES = (Path(__file__).with_name("looks.py"), Path(tasks.synthesize.luts.__file__),
@@ -35,17 +36,7 @@ _LIBRARIES = ("numpy", "numba", "llvmlite", "colour-science")
 
 def cache_dir() -> Path | None:
     """Where tables are kept; None when caching is off."""
-    chosen = os.environ.get("PHRASEHARMONY_CACHE_DIR")
-    if chosen == "off":
-        return None
-    if chosen:
-        return Path(chosen)
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "phraseharmony"
-    try:
-        return Path.home() / ".cache" / "phraseharmony"
-    except RuntimeError:   # no home directory to be found: compute every time
-        return None
+    return user_cache_dir()
 
 
 def tables_key(size: int, looks_json: str) -> str:

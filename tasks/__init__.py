@@ -13,7 +13,10 @@ the order a row is made:
 Imports run down that list only (``tests/test_layout.py`` checks it).
 """
 
+from tasks.core import jit_cache
 from tasks.core.moved import keep_old_paths
+
+jit_cache.configure()   # before any compiled kernel is imported
 
 # The flat layout's module names (before the phase folders), for one release.
 MOVED = {

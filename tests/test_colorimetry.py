@@ -3,6 +3,7 @@
 import numpy as np
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+from tasks.core import fixedmath
 from tasks.synthesize.colorimetry import DELTA_E_MAX_PIXELS, ciede2000, error_sums, srgb_to_lab
 
 
@@ -38,3 +39,17 @@ def test_error_sums_are_exact_and_delta_e_is_a_fair_sample():
     assert sse == d.sum() and sse_fg == d[mask].sum() and n_fg == mask.sum()
     full = deltaE_ciede2000(rgb2lab(a[mask][None] / 255.0), rgb2lab(b[mask][None] / 255.0)).mean()
     assert abs(de - full) < 0.1
+
+
+def test_cbrt_is_within_an_ulp_everywhere():
+    """``fixedmath.cbrt`` (CIELAB's cube roots: three per pixel of every ΔE) against
+    numpy's, over CIELAB's inputs and the whole double range, signs and special values."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(0.008, 1.1, 100_000), 10.0 ** rng.uniform(-300, 300, 100_000),
+                        -rng.uniform(0.0, 2.0, 1_000), np.arange(1.0, 50.0) ** 3])
+    got = np.array([fixedmath.cbrt(v) for v in x])
+    want = np.cbrt(x)
+    assert (np.abs(got - want) <= np.spacing(np.abs(want))).all()
+    assert (got[-49:] == np.arange(1.0, 50.0)).all()          # exact on perfect cubes
+    assert fixedmath.cbrt(0.0) == 0.0 and np.isnan(fixedmath.cbrt(np.nan))
+    assert fixedmath.cbrt(np.inf) == np.inf and fixedmath.cbrt(-np.inf) == -np.inf

@@ -17,6 +17,24 @@ from schemas.errors import UserError
 LOCK_NAME = ".lock"
 
 
+def user_cache_dir() -> Path | None:
+    """Where work kept between processes lives (the look tables, compiled kernels):
+    ``PHRASEHARMONY_CACHE_DIR``, else ``$XDG_CACHE_HOME/phraseharmony``, else
+    ``~/.cache/phraseharmony``; None when caching is off (``PHRASEHARMONY_CACHE_DIR=off``)
+    or there is no home directory to be found."""
+    chosen = os.environ.get("PHRASEHARMONY_CACHE_DIR")
+    if chosen == "off":
+        return None
+    if chosen:
+        return Path(chosen)
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "phraseharmony"
+    try:
+        return Path.home() / ".cache" / "phraseharmony"
+    except RuntimeError:
+        return None
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -115,13 +115,32 @@ def exp10(x):
     return exp(x * LN10)
 
 
+# cbrt(m) for m in [0.5, 1) to 1.2e-3 (relative): a least-squares quadratic, the start
+# for the iterations below.
+_CBRT_P = (0.49598127, 0.69143406, -0.18828399)
+_CBRT_2, _CBRT_4 = 1.2599210498948732, 1.5874010519681994   # 2^(1/3), 4^(1/3)
+
+
 @njit(**_JIT)
 def cbrt(x):
+    """Cube root to within an ulp. x = m 2^(3q+r) with m in [0.5, 1): the root of m 2^r
+    (exact) from a quadratic start, one Halley step (error cubed: ~2e-9) and one Newton
+    step (squared: below an ulp), times 2^q (exact). A third of exp(log(x) / 3)'s cost:
+    CIELAB takes three per pixel and the judge's ΔE thousands of pixels per draw."""
     if x == 0.0 or x != x or abs(x) == math.inf:
         return x
-    a = abs(x)
-    y = exp(log(a) / 3.0)
-    y = y - (y * y * y - a) / (3.0 * y * y)   # one Newton step: to within an ulp or so
+    m, e = math.frexp(abs(x))
+    q = e // 3
+    r = e - 3 * q
+    y = _CBRT_P[0] + m * (_CBRT_P[1] + m * _CBRT_P[2])
+    if r == 1:
+        m, y = 2.0 * m, y * _CBRT_2
+    elif r == 2:
+        m, y = 4.0 * m, y * _CBRT_4
+    y3 = y * y * y
+    y = y * (y3 + 2.0 * m) / (2.0 * y3 + m)
+    y = y - (y * y * y - m) / (3.0 * y * y)
+    y = math.ldexp(y, q)
     return y if x > 0 else -y
 
 
