@@ -24,12 +24,13 @@ _INV255 = np.float32(1.0 / 255.0)
 
 # inline="always": inlined at numba IR level into each loop; a plain call costs 2x here.
 @njit(inline="always", **_JIT)
-def _tetra(px, i, off, frac, t, n, out, s):
-    """Tetrahedral lookup of pixel i into out[i]: walk from the base corner toward the
-    far one along axes in order of decreasing fraction (one of six tetrahedra).
-    ``s`` is the strength: out = in + s * (LUT(in) - in)."""
+def _tetra(r, g, b, off, frac, t, n, out, i, s, blend):
+    """Tetrahedral lookup of pixel (r, g, b) into out[i]: walk from the base corner
+    toward the far one along axes in order of decreasing fraction (one of six
+    tetrahedra). With ``blend``, ``s`` is the strength: out = in + s * (LUT(in) - in).
+    (The pixel's codes and the blend flag come from the caller, read once per pixel and
+    once per call: ~10% faster than reading them here.)"""
     sr, sg, sb = n * n * 3, n * 3, 3
-    r, g, b = px[i, 0], px[i, 1], px[i, 2]
     fr, fg, fb = frac[0, r], frac[1, g], frac[2, b]
     i0 = off[0, r] + off[1, g] + off[2, b]
     if fr >= fg:
@@ -48,13 +49,16 @@ def _tetra(px, i, off, frac, t, n, out, s):
             s1, s2, f1, f2, f3 = sg, sr + sg, fg, fr, fb
     w0, w1, w2 = _ONE - f1, f1 - f2, f2 - f3
     i1, i2, i3 = i0 + s1, i0 + s2, i0 + sr + sg + sb
-    for c in range(3):
-        v = w0 * t[i0 + c] + w1 * t[i1 + c] + w2 * t[i2 + c] + f3 * t[i3 + c]
-        if s != _ONE:
-            p = np.float32(px[i, c]) * _INV255
-            v = p + s * (v - p)
-        # Clamp after lookup (tables may hold values outside [0, 1]); round half up.
-        out[i, c] = np.uint8(min(max(v, _ZERO), _ONE) * _SCALE + _HALF)
+    v0 = w0 * t[i0] + w1 * t[i1] + w2 * t[i2] + f3 * t[i3]
+    v1 = w0 * t[i0 + 1] + w1 * t[i1 + 1] + w2 * t[i2 + 1] + f3 * t[i3 + 1]
+    v2 = w0 * t[i0 + 2] + w1 * t[i1 + 2] + w2 * t[i2 + 2] + f3 * t[i3 + 2]
+    if blend:
+        p0, p1, p2 = np.float32(r) * _INV255, np.float32(g) * _INV255, np.float32(b) * _INV255
+        v0, v1, v2 = p0 + s * (v0 - p0), p1 + s * (v1 - p1), p2 + s * (v2 - p2)
+    # Clamp after lookup (tables may hold values outside [0, 1]); round half up.
+    out[i, 0] = np.uint8(min(max(v0, _ZERO), _ONE) * _SCALE + _HALF)
+    out[i, 1] = np.uint8(min(max(v1, _ZERO), _ONE) * _SCALE + _HALF)
+    out[i, 2] = np.uint8(min(max(v2, _ZERO), _ONE) * _SCALE + _HALF)
 
 
 @njit(inline="always", **_JIT)
@@ -77,8 +81,9 @@ def _trilinear(px, i, off, frac, t, n, out):
 
 @njit(**_JIT)
 def _apply_tetra(px, off, frac, t, n, out, s):
+    blend = s != _ONE
     for i in range(px.shape[0]):
-        _tetra(px, i, off, frac, t, n, out, s)
+        _tetra(px[i, 0], px[i, 1], px[i, 2], off, frac, t, n, out, i, s, blend)
 
 
 @njit(**_JIT)
@@ -92,15 +97,17 @@ def _composite(px, mask, off_a, frac_a, t_a, n_a, off_b, frac_b, t_b, n_b, pair,
     """The fused kernel: one pass over the pixels. With ``pair``: target = B(px) and
     composite = A(px) on the mask, B(px) elsewhere; without: target is px itself (not
     written) and composite = A(px) on the mask, px elsewhere."""
+    blend = s != _ONE
     for i in range(px.shape[0]):
+        r, g, b = px[i, 0], px[i, 1], px[i, 2]
         if pair:
-            _tetra(px, i, off_b, frac_b, t_b, n_b, target, s)
+            _tetra(r, g, b, off_b, frac_b, t_b, n_b, target, i, s, blend)
         if mask[i]:
-            _tetra(px, i, off_a, frac_a, t_a, n_a, comp, s)
+            _tetra(r, g, b, off_a, frac_a, t_a, n_a, comp, i, s, blend)
         elif pair:
             comp[i, 0], comp[i, 1], comp[i, 2] = target[i, 0], target[i, 1], target[i, 2]
         else:
-            comp[i, 0], comp[i, 1], comp[i, 2] = px[i, 0], px[i, 1], px[i, 2]
+            comp[i, 0], comp[i, 1], comp[i, 2] = r, g, b
 
 
 def apply_u8(px: np.ndarray, lut, interpolation: str = "tetrahedral",

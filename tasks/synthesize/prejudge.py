@@ -74,25 +74,24 @@ def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float,
     """The reasons a draw is turned down already on its probe pixels ((n, 3) uint8 of
     the target and the composite), [] = render it and ask the full judge; and the
     region's exact mean ΔE when it was measured (the full judge's difficulty reuses it).
-    The estimates that are cheap (fMSE, the mean colour's shift) come before the exact
-    ΔE, which costs most here (CIEDE2000 with CPU-independent maths): most draws are
-    turned down as invisible on them already."""
+    The estimates come before the exact ΔE, which costs most here (CIEDE2000 with
+    CPU-independent maths): most draws are turned down on them already (invisible on the
+    fMSE or the mean colour's shift, or on a colour rule). A draw is turned down iff any
+    reason holds, whatever their order; the reasons given are those found before the
+    first check that fails."""
     r = cfg.realism
     lo, hi = 1.0 - PREJUDGE_MARGIN, 1.0 + PREJUDGE_MARGIN
     d = composite.astype(np.float64) - target.astype(np.float64)
     if float((d * d).mean()) < r.min_fmse * lo:
         return ["invisible_change"], None
-    t_lab, c_lab = lab(target[:, None, :])[:, 0], lab(composite[:, None, :])[:, 0]
+    # (as one row of pixels: OpenCV converts a row at a time, so a column of 1-pixel rows
+    # costs ~5x more; each pixel's value is the same either way)
+    t_lab, c_lab = lab(target[None])[0], lab(composite[None])[0]
     shift = c_lab.astype(np.float64).mean(axis=0) - t_lab.astype(np.float64).mean(axis=0)
     # (sqrt, not numpy's power or hypot: a decision must not depend on the CPU)
     floor = r.min_visibility_small if fg_ratio < r.small_region else r.min_visibility
     if float(np.sqrt((shift * shift).sum())) * math.sqrt(math.sqrt(fg_ratio)) < floor * lo:
         return ["invisible_change"], None
-    de = mean_delta_e(composite, target)
-    if de > cfg.max_delta_e:
-        return ["fg_change_above_max"], de
-    if de < r.min_delta_e:
-        return ["invisible_change"], de
     out = []
     (chroma_t, at, bt), (chroma_c, ac, bc) = _chroma_hue(t_lab), _chroma_hue(c_lab)
     ratio = chroma_c / max(chroma_t, 2.0)
@@ -115,7 +114,14 @@ def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float,
     clip_t, clip_c = _clipped(target), _clipped(composite)
     if float((clip_c & ~clip_t).mean()) > r.max_new_clip * hi:
         out.append("new_clipping")
-    return out, de
+    if out:   # (turned down without the exact ΔE, a quarter of the draws measured)
+        return out, None
+    de = mean_delta_e(composite, target)
+    if de > cfg.max_delta_e:
+        return ["fg_change_above_max"], de
+    if de < r.min_delta_e:
+        return ["invisible_change"], de
+    return [], de
 
 
 def _neutral_chroma(t_lab: np.ndarray, c_lab: np.ndarray) -> float | None:

@@ -133,28 +133,52 @@ def _clipped(rgb: np.ndarray) -> np.ndarray:
     return cv2.inRange(rgb, (245, 245, 245), (255, 255, 255)) | cv2.inRange(rgb, (0, 0, 0), (6, 6, 6))
 
 
+def _window_sums(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Sums over the window around each (ys, xs) (outside the image counts as neither side)."""
+    return cv2.boxFilter(img, cv2.CV_32F, (OUTLINE_WINDOW, OUTLINE_WINDOW), normalize=False,
+                         borderType=cv2.BORDER_CONSTANT)[ys, xs].reshape(len(ys), -1)
+
+
+@dataclass(frozen=True, eq=False)
+class OutlineWindows:
+    """The outline pixels of a mask whose windows hold enough of each side, in a fixed
+    order, and how many pixels of each side their windows hold: they depend on the mask
+    only, so the photo and every draw of a task share them."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    n_in: np.ndarray      # (k, 1) float32
+    n_out: np.ndarray
+
+
+def outline_windows(mask8: np.ndarray) -> OutlineWindows | None:
+    """``OutlineWindows`` of a 0/1 mask; None where the outline never runs inside the image."""
+    ys, xs = np.nonzero(mask8 - cv2.erode(mask8, _KERNEL))   # (the image border is no edge)
+    if not len(ys):
+        return None
+    n_in = _window_sums(mask8, ys, xs)
+    n_out = _window_sums(np.ones_like(mask8), ys, xs) - n_in
+    ok = ((n_in >= OUTLINE_MIN_SIDE) & (n_out >= OUTLINE_MIN_SIDE))[:, 0]
+    if not ok.any():
+        return None
+    return OutlineWindows(ys[ok], xs[ok], n_in[ok], n_out[ok])
+
+
+def _steps(lab_img: np.ndarray, mask8: np.ndarray, windows: OutlineWindows | None) -> np.ndarray | None:
+    if windows is None:
+        return None
+    w = windows
+    s_in, s_all = _window_sums(cv2.copyTo(lab_img, mask8), w.ys, w.xs), _window_sums(lab_img, w.ys, w.xs)
+    step = s_in / w.n_in - (s_all - s_in) / w.n_out
+    return np.linalg.norm(step, axis=1)
+
+
 def outline_steps(lab_img: np.ndarray, mask8: np.ndarray) -> np.ndarray | None:
     """Per outline pixel of the mask, ΔE76 between the mean colour of the mask's pixels
     and of the other pixels in the window around it; None where the outline never runs
     inside the image. ``lab_img`` and the 0/1 ``mask8`` at the size to measure at (see
     ``_shrunk``); the outline pixels come in a fixed order, so two images' steps pair up."""
-    ys, xs = np.nonzero(mask8 - cv2.erode(mask8, _KERNEL))   # (the image border is no edge)
-    if not len(ys):
-        return None
-
-    def window_sums(img):   # outside the image counts as neither side
-        return cv2.boxFilter(img, cv2.CV_32F, (OUTLINE_WINDOW, OUTLINE_WINDOW), normalize=False,
-                             borderType=cv2.BORDER_CONSTANT)[ys, xs].reshape(len(ys), -1)
-
-    s_in, s_all = window_sums(cv2.copyTo(lab_img, mask8)), window_sums(lab_img)
-    n_in = window_sums(mask8)
-    n_out = window_sums(np.ones_like(mask8)) - n_in
-    ok = ((n_in >= OUTLINE_MIN_SIDE) & (n_out >= OUTLINE_MIN_SIDE))[:, 0]
-    if not ok.any():
-        return None
-    s_in, s_all, n_in, n_out = s_in[ok], s_all[ok], n_in[ok], n_out[ok]
-    step = s_in / n_in - (s_all - s_in) / n_out
-    return np.linalg.norm(step, axis=1)
+    return _steps(lab_img, mask8, outline_windows(mask8))
 
 
 def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
@@ -163,7 +187,7 @@ def outline_contrast(lab_img: np.ndarray, mask8: np.ndarray) -> float:
     of its length (not all: a tabby cat on a like-coloured rug); a region cut out of a
     continuous surface has none anywhere. -1 where the outline never runs inside the
     image."""
-    return _outline(lab_img, mask8).contrast
+    return _outline(lab_img, mask8, outline_windows(mask8)).contrast
 
 
 def seam_share(target_steps: np.ndarray | None, composite_steps: np.ndarray | None) -> float:
@@ -192,6 +216,38 @@ def _shrunk(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (max(1, w // SHRINK), max(1, h // SHRINK)), interpolation=cv2.INTER_AREA)
 
 
+@dataclass(frozen=True, eq=False)
+class MaskShape:
+    """The pieces of a mask every draw's features are measured on (``mask_shape``):
+    they depend on the mask only, so the build makes them once per task."""
+
+    fg_ratio: float
+    crop: tuple[int, int, int, int]     # ``_crop``: the box the features are measured in
+    fg8: np.ndarray                     # 0/1, in the crop
+    interior8: np.ndarray               # BAND_PX inside the outline
+    band8: np.ndarray                   # the edge band: fg8 less interior8
+    n_fg: int
+    n_interior: int
+    small_m8: np.ndarray                # the whole mask at 1/4 size
+    small_bg: np.ndarray
+    windows: OutlineWindows | None      # the outline's windows at 1/4 size
+
+
+def mask_shape(mask: np.ndarray) -> MaskShape | None:
+    """``MaskShape`` of a bool mask; None for an empty one."""
+    m8 = mask.astype(np.uint8)
+    crop = _crop(m8)
+    if crop is None:
+        return None
+    y0, y1, x0, x1 = crop
+    fg8 = m8[y0:y1, x0:x1]
+    interior8 = cv2.erode(fg8, _KERNEL, iterations=BAND_PX)   # (the image border is no edge)
+    small_m8 = _shrunk(m8)
+    return MaskShape(float(m8.mean()), crop, fg8, interior8, fg8 - interior8, cv2.countNonZero(fg8),
+                     cv2.countNonZero(interior8), small_m8, (small_m8 == 0).view(np.uint8),
+                     outline_windows(small_m8))
+
+
 @dataclass(frozen=True)
 class Outline:
     """What the photo shows along a mask's outline, measured once per task."""
@@ -199,6 +255,7 @@ class Outline:
     contrast: float                 # ``outline_contrast`` (-1: no outline inside the image)
     steps: np.ndarray | None        # ``outline_steps``, for the seam feature
     fine_flat: float = 0.0          # the flat share of the outline at the stored size
+    shape: MaskShape | None = None  # the mask's, for the features of each draw
 
     @property
     def loose(self) -> float:
@@ -216,9 +273,10 @@ def _flat_share(steps: np.ndarray | None) -> float:
     return 0.0 if steps is None else float((steps < SEAM_PHOTO_FLAT).mean())
 
 
-def _outline(lab_small: np.ndarray, mask8_small: np.ndarray, fine_flat: float = 0.0) -> Outline:
-    steps = outline_steps(lab_small, mask8_small)
-    return Outline(-1.0 if steps is None else float(np.percentile(steps, 75)), steps, fine_flat)
+def _outline(lab_small: np.ndarray, mask8_small: np.ndarray, windows: OutlineWindows | None,
+             fine_flat: float = 0.0, shape: MaskShape | None = None) -> Outline:
+    steps = _steps(lab_small, mask8_small, windows)
+    return Outline(-1.0 if steps is None else float(np.percentile(steps, 75)), steps, fine_flat, shape)
 
 
 def mask_outline(rgb: np.ndarray, mask: np.ndarray, fine: bool = False) -> Outline:
@@ -227,12 +285,15 @@ def mask_outline(rgb: np.ndarray, mask: np.ndarray, fine: bool = False) -> Outli
     at the stored size too, for a mask fitted to the photo's edges; a hand-drawn polygon
     strays 1-3 px from them, so at that size its outline runs beside the edge, flat by
     construction (on the labelled set's polygons 87% of the plausible rows would go, not 42%)."""
-    m8 = mask.astype(np.uint8)
-    fine_flat, crop = 0.0, _crop(m8) if fine else None
-    if crop is not None:   # (the mask's box and a margin: the windows see what they would)
-        y0, y1, x0, x1 = crop
-        fine_flat = _flat_share(outline_steps(lab(rgb[y0:y1, x0:x1]), m8[y0:y1, x0:x1]))
-    return _outline(lab(_shrunk(rgb)), _shrunk(m8), fine_flat)
+    shape = mask_shape(mask)
+    if shape is None:
+        small_m8 = _shrunk(mask.astype(np.uint8))
+        return _outline(lab(_shrunk(rgb)), small_m8, outline_windows(small_m8))
+    fine_flat = 0.0
+    if fine:   # (the mask's box and a margin: the windows see what they would)
+        y0, y1, x0, x1 = shape.crop
+        fine_flat = _flat_share(outline_steps(lab(rgb[y0:y1, x0:x1]), shape.fg8))
+    return _outline(lab(_shrunk(rgb)), shape.small_m8, shape.windows, fine_flat, shape)
 
 
 def mask_outline_contrast(rgb: np.ndarray, mask: np.ndarray) -> float:
@@ -261,17 +322,13 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     if target.shape != composite.shape or target.shape[:2] != mask.shape or target.ndim != 3:
         raise ValueError(f"shapes differ: target {target.shape}, composite {composite.shape}, "
                          f"mask {mask.shape}")
-    m8 = mask.astype(np.uint8)
-    crop = _crop(m8)
-    if crop is None:
+    shape = outline.shape if outline is not None and outline.shape is not None else mask_shape(mask)
+    if shape is None:
         return "mask_empty"
-    y0, y1, x0, x1 = crop
-    h, w = mask.shape
-    fg8 = m8[y0:y1, x0:x1]
-    interior8 = cv2.erode(fg8, _KERNEL, iterations=BAND_PX)   # (the image border is no edge)
-    if cv2.countNonZero(interior8) < MIN_INTERIOR:
+    if shape.n_interior < MIN_INTERIOR:
         return "mask_too_thin"
-    band8 = fg8 - interior8
+    y0, y1, x0, x1 = shape.crop
+    fg8, interior8, band8 = shape.fg8, shape.interior8, shape.band8
     metrics = metrics or difficulty(composite, target, mask)
     t_rgb, c_rgb = target[y0:y1, x0:x1], composite[y0:y1, x0:x1]
     t_lab, c_lab = lab(t_rgb), lab(c_rgb)
@@ -281,11 +338,11 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     neutral8 = ((ch_t < NEUTRAL_CHROMA) & (t_ch[0] > NEUTRAL_MIN_L)).view(np.uint8) & fg8
     n_neutral = cv2.countNonZero(neutral8)
     neutral = (float(_mean(ch_c, neutral8)[0])
-               if n_neutral >= max(MIN_INTERIOR, NEUTRAL_MIN_SHARE * cv2.countNonZero(fg8)) else 0.0)
+               if n_neutral >= max(MIN_INTERIOR, NEUTRAL_MIN_SHARE * shape.n_fg) else 0.0)
     (mean_t, spread_t), (mean_c, spread_c) = _stats(t_lab, fg8), _stats(c_lab, fg8)
     # How far the region's mean colour moved (ΔE76), weighted by its size: what the eye
     # sees of a change is a shift of the whole object, and a small object needs more.
-    visibility = norm(mean_c - mean_t) * math.sqrt(math.sqrt(float(m8.mean())))   # (area^1/4)
+    visibility = norm(mean_c - mean_t) * math.sqrt(math.sqrt(shape.fg_ratio))   # (area^1/4)
     # The hue turn is measured only when both means carry a hue (else it is noise).
     hue = (_hue_angle(mean_t[1:], mean_c[1:])
            if min(norm(mean_t[1:]), norm(mean_c[1:])) >= 8.0 else 0.0)
@@ -294,19 +351,17 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     # The mean change over a mask is the difference of the means (no change image).
     halo = (norm((_mean(c_lab, band8) - _mean(t_lab, band8))
                  - (_mean(c_lab, interior8) - _mean(t_lab, interior8)))
-            if band8.any() else 0.0)
+            if shape.n_interior < shape.n_fg else 0.0)
     new = _clipped(c_rgb) & ~_clipped(t_rgb) & fg8
-    new_clip = cv2.countNonZero(new) / max(1, cv2.countNonZero(fg8))
+    new_clip = cv2.countNonZero(new) / max(1, shape.n_fg)
     # Scene colour spread (the composite's background) and the target's outline contrast,
     # on the images shrunk.
-    small_m8 = _shrunk(m8)
-    small_bg = (small_m8 == 0).view(np.uint8)
     small_c = lab(_shrunk(composite))
-    photo = outline if outline is not None else _outline(lab(_shrunk(target)), small_m8)
+    photo = outline if outline is not None else _outline(lab(_shrunk(target)), shape.small_m8, shape.windows)
     out = {
         "delta_e": float(metrics["delta_e"]), "fmse": float(metrics["fmse"]),
         "visibility": visibility,
-        "fg_ratio": float(m8.mean()),
+        "fg_ratio": shape.fg_ratio,
         "fg_chroma": chroma_t,
         # Floors on the denominators: near-grey, flat regions give ratios of noise.
         "fg_chroma_ratio": chroma_c / max(chroma_t, 2.0),
@@ -314,14 +369,15 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
         "fg_spread": spread_c,
         # A light change moves a region's colours together; a one-tint look collapses them.
         "spread_ratio": spread_c / max(spread_t, 2.0),
-        "bg_spread": _stats(small_c, small_bg)[1] if cv2.countNonZero(small_bg) > 1 else -1.0,
+        "bg_spread": (_stats(small_c, shape.small_bg)[1] if cv2.countNonZero(shape.small_bg) > 1
+                      else -1.0),
         "hue_shift": hue,
         "speckle_ratio": hf_c / max(hf_t, 0.5),
         "halo": halo,
         "texture_ratio": tex_c / max(tex_t, 1.0) if tex_t >= 1.0 else 1.0,
         "new_clip": new_clip,
         "outline_contrast": photo.contrast,
-        "seam": seam_share(photo.steps, outline_steps(small_c, small_m8)),
+        "seam": seam_share(photo.steps, _steps(small_c, shape.small_m8, shape.windows)),
     }
     return {k: (v if np.isfinite(v) else 0.0) for k, v in out.items()}
 
