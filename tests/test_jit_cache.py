@@ -12,11 +12,11 @@ from tasks.core import jit_cache
 def test_an_edit_to_a_called_kernel_file_is_a_fresh_cache_folder(tmp_path):
     """numba itself would keep colorimetry's cached ΔE after an edit to fixedmath's cbrt
     (another file); the folder's digest covers both."""
-    for name in ("tasks/core/fixedmath.py", "tasks/synthesize/colorimetry.py", "tasks/synthesize/realism.py"):
+    for name in ("tasks/core/fixedmath.py", "tasks/synthesize/colorimetry.py", "tasks/synthesize/metrics.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(jit_cache.ROOT / name, tmp_path / name)
     before = jit_cache.sources_digest(tmp_path)
-    with open(tmp_path / "tasks/synthesize/realism.py", "a") as f:   # (no compiled code)
+    with open(tmp_path / "tasks/synthesize/metrics.py", "a") as f:   # (no compiled code)
         f.write("\n# a comment\n")
     assert jit_cache.sources_digest(tmp_path) == before
     with open(tmp_path / "tasks/core/fixedmath.py", "a") as f:

@@ -264,3 +264,32 @@ def test_references_prefer_colourful_well_exposed_objects(scene):
     # For a red source, the red object beats the same object turned blue (channel swap).
     blue = region_colour(np.ascontiguousarray(img[..., ::-1])[mask])
     assert reference_fit(colour, colour[1]) > reference_fit(blue, colour[1])
+
+
+def test_the_one_pass_kernels_give_numpys_values_bit_for_bit():
+    """The early decision's fMSE and mean shift and the judge's newly clipped count are
+    compiled single passes standing in for numpy and OpenCV expressions: the same
+    values, or rows would change."""
+    import cv2
+
+    from tasks.synthesize.prejudge import _fmse, _mean_shift
+    from tasks.synthesize.realism import _newly_clipped
+
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 1000, 1024):
+        t, c = rng.integers(0, 256, (2, n, 3), dtype=np.uint8)
+        d = c.astype(np.float64) - t.astype(np.float64)
+        assert _fmse(t, c) == float((d * d).mean())
+        tl, cl = rng.normal(0, 40, (2, n, 3)).astype(np.float32)
+        want = cl.astype(np.float64).mean(axis=0) - tl.astype(np.float64).mean(axis=0)
+        assert np.array_equal(_mean_shift(tl, cl), want)
+    img = rng.choice(np.array([0, 3, 6, 7, 128, 244, 245, 250, 255], np.uint8), (2, 60, 80, 3))
+    t, c = img[0], img[1][5:45, 10:70]                    # (a crop: a strided view)
+    t = t[5:45, 10:70]
+    fg8 = (rng.random((40, 60)) < 0.7).astype(np.uint8)
+
+    def clipped(rgb):
+        return cv2.inRange(rgb, (245, 245, 245), (255, 255, 255)) | cv2.inRange(rgb, (0, 0, 0), (6, 6, 6))
+
+    want = cv2.countNonZero(clipped(np.ascontiguousarray(c)) & ~clipped(np.ascontiguousarray(t)) & fg8)
+    assert want > 0 and _newly_clipped(t, c, fg8) == want

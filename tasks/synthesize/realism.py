@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from numba import njit
 
 from schemas.config import RealismConfig
 from schemas.shard import REALISM_FIELDS
@@ -128,9 +129,23 @@ def _edges(channels: tuple[np.ndarray, ...], interior8: np.ndarray) -> tuple[flo
     return hf / n, grad / n
 
 
-def _clipped(rgb: np.ndarray) -> np.ndarray:
-    """255 where every channel is near white (blown) or near black (crushed), else 0."""
-    return cv2.inRange(rgb, (245, 245, 245), (255, 255, 255)) | cv2.inRange(rgb, (0, 0, 0), (6, 6, 6))
+@njit(inline="always", cache=True, nogil=True)
+def _clipped_at(rgb, y, x):
+    """Every channel near white (blown) or near black (crushed)."""
+    r, g, b = rgb[y, x, 0], rgb[y, x, 1], rgb[y, x, 2]
+    return (r >= 245 and g >= 245 and b >= 245) or (r <= 6 and g <= 6 and b <= 6)
+
+
+@njit(cache=True, nogil=True)
+def _newly_clipped(target: np.ndarray, composite: np.ndarray, fg8: np.ndarray) -> int:
+    """Foreground pixels clipped in the composite and not in the target (one pass, no
+    images of flags)."""
+    n = 0
+    for y in range(fg8.shape[0]):
+        for x in range(fg8.shape[1]):
+            if fg8[y, x] and _clipped_at(composite, y, x) and not _clipped_at(target, y, x):
+                n += 1
+    return n
 
 
 def _window_sums(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -352,8 +367,7 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     halo = (norm((_mean(c_lab, band8) - _mean(t_lab, band8))
                  - (_mean(c_lab, interior8) - _mean(t_lab, interior8)))
             if shape.n_interior < shape.n_fg else 0.0)
-    new = _clipped(c_rgb) & ~_clipped(t_rgb) & fg8
-    new_clip = cv2.countNonZero(new) / max(1, shape.n_fg)
+    new_clip = _newly_clipped(t_rgb, c_rgb, fg8) / max(1, shape.n_fg)
     # Scene colour spread (the composite's background) and the target's outline contrast,
     # on the images shrunk.
     small_c = lab(_shrunk(composite))
