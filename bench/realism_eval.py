@@ -101,6 +101,8 @@ def no_longer_made(rows: list[dict]) -> list[str | None]:
         outline = mask_outline(r["target"], r["mask"])
         if r["phrase_name"].lower() in cfg.synthesis.skip_head_nouns:
             out.append("phrase_names_stuff")
+        elif r["phrase_name"].lower() in cfg.synthesis.skip_see_through_nouns:
+            out.append("phrase_names_see_through")
         elif r["mask"].sum() > cfg.synthesis.max_box_fill * box:
             out.append("mask_box_shaped")
         elif 0 <= outline.contrast < cfg.synthesis.realism.min_outline_contrast:

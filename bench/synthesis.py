@@ -201,7 +201,8 @@ def drawn_for(tasks, images, data, masks, size):
         rec = images[task["image_id"]]
         img, _ = decode_resized(data[task["image_id"]], size)
         mask = stored_mask(task["Polygons"], rec["width"], rec["height"], size, masks)
-        if (task["phrase_structure"]["name"].lower() not in syn.skip_head_nouns
+        name = task["phrase_structure"]["name"].lower()
+        if (name not in syn.skip_head_nouns and name not in syn.skip_see_through_nouns
                 and mask_outline_contrast(img, mask) >= syn.realism.min_outline_contrast):
             out.append(task)
     return out

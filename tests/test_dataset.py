@@ -31,7 +31,7 @@ def test_manifest_lists_every_shard_with_true_size_and_hash(sample_dataset):
         assert entry["bytes"] == path.stat().st_size
         assert entry["sha256"] == sha256_file(path)
         assert entry["rows"] == pq.ParquetFile(path).metadata.num_rows
-    # (the sample builds 21 rows: tests/fixtures/sample_row_digests.json)
+    # (the sample builds 20 rows: tests/fixtures/sample_row_digests.json)
     assert manifest["totals"]["rows"] == sum(s["rows"] for s in manifest["shards"]) >= 20
     assert set(manifest["splits"]) == {"train", "val", "test"}
 

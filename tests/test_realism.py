@@ -198,7 +198,7 @@ def test_the_judge_on_the_rows_judged_by_eye():
     assert s["precision"] >= 0.80           # 84%
 
 
-def test_stuff_phrases_and_box_masks_are_counted_skips():
+def test_stuff_and_eyewear_phrases_and_box_masks_are_counted_skips():
     from collections import Counter
 
     from schemas.config import RunConfig
@@ -211,8 +211,11 @@ def test_stuff_phrases_and_box_masks_are_counted_skips():
     task = {"task_id": "1__1", "image_width": 100, "image_height": 100}
     assert task_mask({**task, "phrase_name": "Sky", "polygons": outline}, cfg, skips, Counter()) is None
     assert task_mask({**task, "phrase_name": "sign", "polygons": square}, cfg, skips, Counter()) is None
-    assert task_mask({**task, "phrase_name": "sign", "polygons": outline}, cfg, skips, Counter()) is not None
-    assert skips.to_json()["counts"] == {"phrase_names_stuff": 1, "mask_box_shaped": 1}
+    for name, kept in (("Glasses ", False), ("sign", True), ("sunglasses", True)):
+        got = task_mask({**task, "phrase_name": name, "polygons": outline}, cfg, skips, Counter())
+        assert (got is not None) == kept, name
+    assert skips.to_json()["counts"] == {"phrase_names_stuff": 1, "phrase_names_see_through": 1,
+                                         "mask_box_shaped": 1}
 
 
 def test_a_region_cut_out_of_a_continuous_surface_has_no_outline(scene):

@@ -52,6 +52,8 @@ REASONS = {
     "mask_empty": "the mask has no pixels",
     "phrase_names_stuff": "the phrase names stuff (sky, grass, wall, ...), not an object "
                           "(synthesis.skip_head_nouns)",
+    "phrase_names_see_through": "the phrase names see-through eyewear (glasses): its region is "
+                                "mostly what lies behind it (synthesis.skip_see_through_nouns)",
     "mask_box_shaped": "the mask is a box around a region, not an object's outline "
                        "(synthesis.max_box_fill)",
     "mask_no_outline": "the photo shows no edge where the mask ends (a region cut out of a "

@@ -331,7 +331,8 @@ def features(target: np.ndarray, composite: np.ndarray, mask: np.ndarray,
     ``metrics``: ``tasks.synthesize.metrics.difficulty`` of the same triple when the caller has it.
     ``outline``: ``mask_outline`` of the photo when the caller has it: it depends on the
     photo and the mask only, so the build measures it once per task (for ``lut_pair``,
-    on the photo before look B), not on every draw.
+    on the photo before look B), not on every draw. It must be of this ``mask``: its
+    ``shape`` (the crop, bands and windows) is what the features are measured on.
     Masked statistics are OpenCV's (one pass each, no boolean indexing): the judge runs
     on every draw of the build."""
     if target.shape != composite.shape or target.shape[:2] != mask.shape or target.ndim != 3:

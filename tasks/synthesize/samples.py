@@ -52,8 +52,12 @@ def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Count
     """The stored-size polygon mask of a task, or None (counted) when it cannot be used
     (``task_rows`` then fits it to the photo's edges)."""
     syn, w, h = cfg.synthesis, task["image_width"], task["image_height"]
-    if task["phrase_name"].strip().lower() in syn.skip_head_nouns:
+    name = task["phrase_name"].strip().lower()
+    if name in syn.skip_head_nouns:
         skips.add("phrase_names_stuff", task["task_id"])
+        return None
+    if name in syn.skip_see_through_nouns:
+        skips.add("phrase_names_see_through", task["task_id"])
         return None
     problem = polygon_problem(task["polygons"], w, h)
     if problem:
