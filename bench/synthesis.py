@@ -149,8 +149,7 @@ def main() -> None:
             results.setdefault(recipe + " unprejudged", []).append(
                 run(a.samples, full(recipe, early=False)))
         results.setdefault(full_name, []).append(
-            run(a.samples, full("lut_pair", scale=full_scale,
-                                                     per_task=full_cfg.composites_per_task)))
+            run(a.samples, full("lut_pair", scale=full_scale, per_task=full_cfg.composites_per_task)))
         timed = {"judge": lambda t: judge(*t[:4], SynthesisConfig(), t[5]),
                  "outline": lambda t: mask_outline_contrast(t[4], t[2]),
                  "fit": lambda t: fit_mask(t[4], t[2], masks),

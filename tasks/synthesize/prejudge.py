@@ -139,7 +139,7 @@ def prejudge(target: np.ndarray, composite: np.ndarray, fg_ratio: float,
     clip_t, clip_c = _clipped(target), _clipped(composite)
     if float((clip_c & ~clip_t).mean()) > r.max_new_clip * hi:
         out.append("new_clipping")
-    if out:   # (turned down without the exact ΔE, a quarter of the draws measured)
+    if out:   # (no exact ΔE: about a quarter of the draws that get this far)
         return out, None
     de = mean_delta_e(composite, target)
     if de > cfg.max_delta_e:
