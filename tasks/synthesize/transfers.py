@@ -44,6 +44,10 @@ MIN_FIT_PIXELS = 16
 MAX_BLOWN = 0.25
 # The reference's colour range kept: mapped colours are clamped to these percentiles.
 CLAMP_PERCENTILES = (1, 99)
+# hist_ycbcr's Cb/Cr mappings: at most this many output levels per input level. A
+# near-neutral region's few levels of chroma noise, stretched over a colourful
+# reference's range, came out as blotches (docs/realism.md, review round 13).
+MAX_CHROMA_SLOPE = 2.0
 
 
 class TransferError(ValueError):
@@ -124,7 +128,8 @@ _YCC_INV = linalg3.inv(_YCC)
 
 
 def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
-    """Cumulative histogram mapping per channel in YCbCr over the studio-range bins."""
+    """Cumulative histogram mapping per channel in YCbCr over the studio-range bins,
+    the Cb/Cr mappings' steps held to MAX_CHROMA_SLOPE."""
     s = linalg3.apply(_unit(src), _YCC) + _YCC_OFFSET
     r = linalg3.apply(_unit(ref), _YCC) + _YCC_OFFSET
     f = s if fit is None else linalg3.apply(_unit(fit), _YCC) + _YCC_OFFSET
@@ -138,9 +143,24 @@ def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) 
         cdf_r = np.cumsum(np.bincount(rq, minlength=len(bins))) / len(rq)
         # Each source level goes to the first reference level whose CDF reaches it.
         mapping = bins[np.minimum(np.searchsorted(cdf_r, cdf_s - 1e-12), len(bins) - 1)]
-        out[:, c] = _extended(mapping, fq, lo, hi)[sq]
+        mapping = _extended(mapping, fq, lo, hi)
+        if c > 0:
+            mapping = _slope_limited(mapping, int(np.median(fq)), MAX_CHROMA_SLOPE)
+        out[:, c] = mapping[sq]
     rgb = linalg3.apply(out - _YCC_OFFSET, _YCC_INV)
     return _to_u8(rgb)
+
+
+def _slope_limited(mapping: np.ndarray, anchor: int, k: float) -> np.ndarray:
+    """``mapping`` with its steps held to ``k`` levels per level, out from ``anchor``
+    (kept where the match put it): a narrow chroma histogram matched to a wide one would
+    stretch JPEG chroma noise into blotches."""
+    steps = np.diff(mapping.astype(np.float64))
+    out = np.empty(len(mapping))
+    out[anchor] = mapping[anchor]
+    out[anchor + 1:] = mapping[anchor] + np.cumsum(np.minimum(steps[anchor:], k))
+    out[:anchor] = mapping[anchor] - np.cumsum(np.minimum(steps[:anchor], k)[::-1])[::-1]
+    return out
 
 
 def _extended(mapping: np.ndarray, fit_levels: np.ndarray, lo: int, hi: int) -> np.ndarray:
