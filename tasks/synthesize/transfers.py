@@ -127,9 +127,11 @@ _YCC_RANGE = ((16, 235), (16, 240), (16, 240))
 _YCC_INV = linalg3.inv(_YCC)
 
 
-def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
+def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None,
+               chroma_slope: float | None = MAX_CHROMA_SLOPE) -> np.ndarray:
     """Cumulative histogram mapping per channel in YCbCr over the studio-range bins,
-    the Cb/Cr mappings' steps held to MAX_CHROMA_SLOPE."""
+    the Cb/Cr mappings' steps held to ``chroma_slope`` (None: unlimited, as DoveNet's
+    and as before stop 32; the labelled rows' replay uses that)."""
     s = linalg3.apply(_unit(src), _YCC) + _YCC_OFFSET
     r = linalg3.apply(_unit(ref), _YCC) + _YCC_OFFSET
     f = s if fit is None else linalg3.apply(_unit(fit), _YCC) + _YCC_OFFSET
@@ -144,8 +146,8 @@ def hist_ycbcr(src: np.ndarray, ref: np.ndarray, fit: np.ndarray | None = None) 
         # Each source level goes to the first reference level whose CDF reaches it.
         mapping = bins[np.minimum(np.searchsorted(cdf_r, cdf_s - 1e-12), len(bins) - 1)]
         mapping = _extended(mapping, fq, lo, hi)
-        if c > 0:
-            mapping = _slope_limited(mapping, int(np.median(fq)), MAX_CHROMA_SLOPE)
+        if c > 0 and chroma_slope is not None:
+            mapping = _slope_limited(mapping, int(np.median(fq)), chroma_slope)
         out[:, c] = mapping[sq]
     rgb = linalg3.apply(out - _YCC_OFFSET, _YCC_INV)
     return _to_u8(rgb)
