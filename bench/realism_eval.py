@@ -86,11 +86,12 @@ def judge_rows(rows: list[dict], cfg=None) -> list[list[str]]:
 
 def no_longer_made(rows: list[dict]) -> list[str | None]:
     """Per row, why today's default build would not make it (or None): its look is out
-    of composites, its phrase's head noun is stuff, its mask is box-shaped, or the photo
+    of composites, its phrase names stuff or eyewear, its mask is box-shaped, or the photo
     shows no edge along the mask's outline (anywhere, or along much of it)."""
     from lut_library import pool_for
     from schemas.config import RunConfig
     from tasks.synthesize.realism import mask_outline
+    from tasks.synthesize.samples import phrase_skip
 
     cfg = RunConfig()
     looks = pool_for(cfg.luts)
@@ -99,10 +100,8 @@ def no_longer_made(rows: list[dict]) -> list[str | None]:
         ys, xs = np.nonzero(r["mask"])
         box = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
         outline = mask_outline(r["target"], r["mask"])
-        if r["phrase_name"].lower() in cfg.synthesis.skip_head_nouns:
-            out.append("phrase_names_stuff")
-        elif r["phrase_name"].lower() in cfg.synthesis.skip_see_through_nouns:
-            out.append("phrase_names_see_through")
+        if skipped := phrase_skip(r["phrase_name"], cfg.synthesis):
+            out.append(skipped)
         elif r["mask"].sum() > cfg.synthesis.max_box_fill * box:
             out.append("mask_box_shaped")
         elif 0 <= outline.contrast < cfg.synthesis.realism.min_outline_contrast:

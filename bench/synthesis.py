@@ -43,7 +43,7 @@ from tasks.synthesize.mask_fit import fit_mask  # noqa: E402
 from tasks.synthesize.masks import stored_mask  # noqa: E402
 from tasks.synthesize.prejudge import probe  # noqa: E402
 from tasks.synthesize.realism import assess, mask_outline, mask_outline_contrast  # noqa: E402
-from tasks.synthesize.samples import encode_jpeg, encode_mask_png  # noqa: E402
+from tasks.synthesize.samples import encode_jpeg, encode_mask_png, phrase_skip  # noqa: E402
 
 
 def load_inputs(tmp: Path):
@@ -200,8 +200,7 @@ def drawn_for(tasks, images, data, masks, size):
         rec = images[task["image_id"]]
         img, _ = decode_resized(data[task["image_id"]], size)
         mask = stored_mask(task["Polygons"], rec["width"], rec["height"], size, masks)
-        name = task["phrase_structure"]["name"].lower()
-        if (name not in syn.skip_head_nouns and name not in syn.skip_see_through_nouns
+        if (phrase_skip(task["phrase_structure"]["name"], syn) is None
                 and mask_outline_contrast(img, mask) >= syn.realism.min_outline_contrast):
             out.append(task)
     return out

@@ -34,11 +34,6 @@ _SOURCES = (Path(__file__).with_name("looks.py"), Path(tasks.synthesize.luts.__f
 _LIBRARIES = ("numpy", "numba", "llvmlite", "colour-science")
 
 
-def cache_dir() -> Path | None:
-    """Where tables are kept; None when caching is off."""
-    return user_cache_dir()
-
-
 def tables_key(size: int, looks_json: str) -> str:
     h = hashlib.sha256(f"{size}\n{looks_json}\n{sys.version_info[:2]}\n{platform.machine()}\n".encode())
     for name in _LIBRARIES:
@@ -52,7 +47,7 @@ def cached_tables(size: int, looks_json: str, count: int,
                   compute: Callable[[], np.ndarray]) -> np.ndarray:
     """float32 (count, size, size, size, 3): from the cache when its file is whole, else
     ``compute()`` (stored for the next process; a cache that cannot be written is skipped)."""
-    folder = cache_dir()
+    folder = user_cache_dir()   # (None: caching is off)
     if folder is None:
         return compute()
     path = folder / f"looks-{tables_key(size, looks_json)}.npy"

@@ -24,6 +24,8 @@ from tasks.core import fixedmath
 from tasks.synthesize.colorimetry import delta_e_stride, mean_delta_e
 from tasks.synthesize.lut_kernels import apply_u8
 from tasks.synthesize.realism import (
+    CLIP_BLACK,
+    CLIP_WHITE,
     MIN_INTERIOR,
     NEUTRAL_CHROMA,
     NEUTRAL_MIN_L,
@@ -160,6 +162,6 @@ def _neutral_chroma(t_lab: np.ndarray, c_lab: np.ndarray) -> float | None:
 
 
 def _clipped(px: np.ndarray) -> np.ndarray:
-    """Every channel near white or near black (as the judge's ``_clipped_at``)."""
+    """Every channel near white or near black (the judge's ``_clipped_at``, per array)."""
     lo, hi = extremes(px)
-    return (lo >= 245) | (hi <= 6)
+    return (lo >= CLIP_WHITE) | (hi <= CLIP_BLACK)

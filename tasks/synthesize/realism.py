@@ -82,6 +82,8 @@ REASONS = ("invisible_change", "fg_greyed", "fg_colourised", "fg_oversaturated",
            "mono_scene", "hue_rotated", "chroma_speckle", "boundary_halo", "texture_changed",
            "new_clipping", "no_outline", "seam", "mask_too_thin", "mask_empty")
 _KERNEL = np.ones((3, 3), np.uint8)
+# A pixel is blown when every channel is at least CLIP_WHITE, crushed when at most CLIP_BLACK.
+CLIP_WHITE, CLIP_BLACK = 245, 6
 
 
 def lab(rgb: np.ndarray) -> np.ndarray:
@@ -133,7 +135,8 @@ def _edges(channels: tuple[np.ndarray, ...], interior8: np.ndarray) -> tuple[flo
 def _clipped_at(rgb, y, x):
     """Every channel near white (blown) or near black (crushed)."""
     r, g, b = rgb[y, x, 0], rgb[y, x, 1], rgb[y, x, 2]
-    return (r >= 245 and g >= 245 and b >= 245) or (r <= 6 and g <= 6 and b <= 6)
+    return ((r >= CLIP_WHITE and g >= CLIP_WHITE and b >= CLIP_WHITE)
+            or (r <= CLIP_BLACK and g <= CLIP_BLACK and b <= CLIP_BLACK))
 
 
 @njit(cache=True, nogil=True)
@@ -301,9 +304,8 @@ def mask_outline(rgb: np.ndarray, mask: np.ndarray, fine: bool = False) -> Outli
     strays 1-3 px from them, so at that size its outline runs beside the edge, flat by
     construction (on the labelled set's polygons 87% of the plausible rows would go, not 42%)."""
     shape = mask_shape(mask)
-    if shape is None:
-        small_m8 = _shrunk(mask.astype(np.uint8))
-        return _outline(lab(_shrunk(rgb)), small_m8, outline_windows(small_m8))
+    if shape is None:   # (an empty mask: no outline)
+        return Outline(-1.0, None)
     fine_flat = 0.0
     if fine:   # (the mask's box and a margin: the windows see what they would)
         y0, y1, x0, x1 = shape.crop

@@ -48,16 +48,24 @@ def bbox_of(mask: np.ndarray) -> list[float]:
             float(ys.max() - ys.min() + 1)]
 
 
+def phrase_skip(phrase_name: str, syn) -> str | None:
+    """The counted reason a phrase gets no composites for what it names, or None: stuff
+    (``skip_head_nouns``) or see-through eyewear (``skip_see_through_nouns``)."""
+    name = phrase_name.strip().lower()
+    if name in syn.skip_head_nouns:
+        return "phrase_names_stuff"
+    if name in syn.skip_see_through_nouns:
+        return "phrase_names_see_through"
+    return None
+
+
 def task_mask(task: dict[str, Any], cfg: RunConfig, skips: SkipLog, notes: Counter) -> np.ndarray | None:
     """The stored-size polygon mask of a task, or None (counted) when it cannot be used
     (``task_rows`` then fits it to the photo's edges)."""
     syn, w, h = cfg.synthesis, task["image_width"], task["image_height"]
-    name = task["phrase_name"].strip().lower()
-    if name in syn.skip_head_nouns:
-        skips.add("phrase_names_stuff", task["task_id"])
-        return None
-    if name in syn.skip_see_through_nouns:
-        skips.add("phrase_names_see_through", task["task_id"])
+    skipped = phrase_skip(task["phrase_name"], syn)
+    if skipped:
+        skips.add(skipped, task["task_id"])
         return None
     problem = polygon_problem(task["polygons"], w, h)
     if problem:
