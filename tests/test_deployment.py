@@ -109,10 +109,14 @@ def test_sample_deployment_runs_on_a_real_server(prefect_home, tmp_path):
                       "--watch", "--watch-timeout", "240", timeout=300)
         # The summary event: in the watch's output, or among the server's events (the
         # watch may print only the final state when the run ends before it subscribes).
+        # The server persists events in batches (a flush every few seconds), so the event
+        # may reach the filter a little after the run's final state: poll for it.
         if "phraseharmony.dataset.built" not in watched:
             built = {"filter": {"event": {"name": ["phraseharmony.dataset.built"]}}}
-            found = api(url, "/events/filter", built)
-            assert found["events"], watched
+            deadline = time.time() + 60
+            while not api(url, "/events/filter", built)["events"]:
+                assert time.time() < deadline, watched
+                time.sleep(1)
 
         runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {
             "any_": [deployments["build-dataset/sample"]["id"]]}}})
