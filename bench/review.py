@@ -2,17 +2,21 @@
 
     .venv/bin/python bench/review.py build OUT [--images 104] [--inputs DIR] [--set KEY=VALUE ...]
     .venv/bin/python bench/review.py sheets OUT_A [OUT_B ...] --dest DIR [--per-recipe 8]
-        [--phrases P ...] [--paired]
+        [--phrases P ...] [--paired [--changed]]
 
 ``build`` makes ``bench/stages.py``'s replicated input (the bundled sample's photos,
 each replica graded by a photographic look) and builds it with the checkout's code and
 every recipe at equal weight. ``sheets`` draws ``--per-recipe`` random rows per recipe
 from each build, shuffles them together (the reviewer does not know which build a row
 comes from) and writes numbered sheets, 8 rows each: composite | target | the mask's
-outline on the target | 4x |composite - target|, 256 px. ``key.csv`` says which build and
-row each number is; each reviewer writes one verdict per number (plausible, no_op,
-absurd, artifact) and ``bench/review.py score key.csv verdicts.csv [more.csv ...]``
+outline on the target | 4x |composite - target|, 256 px, and ``zoom/NNN.png``: each row's
+region, composite | target, at 3x (raters who enlarge agree far better: docs/realism.md,
+round 13). ``key.csv`` says which build and row each number is (move it out of the
+folder before raters see it); each reviewer writes one verdict per number (plausible,
+no_op, absurd, artifact) and ``bench/review.py score key.csv verdicts.csv [more.csv ...]``
 prints the shares (with several raters: their agreement and the majority's shares).
+``--paired --changed`` judges a change where it touched: the samples the second build
+makes otherwise (another composite, or none) beside its rows of them.
 """
 
 from __future__ import annotations
@@ -81,15 +85,51 @@ def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, labe
     return row
 
 
+def _changed_ids(first: Path, other: Path) -> list[str]:
+    """The sample ids whose composite ``other`` does not make as ``first`` does (another
+    composite, or none): the rows a change touched."""
+    import pyarrow.dataset as ds
+
+    theirs = {r["sample_id"]: r["composite"] for r in
+              ds.dataset(other / "data").to_table(columns=["sample_id", "composite"]).to_pylist()}
+    ours = ds.dataset(first / "data").to_table(columns=["sample_id", "composite"]).to_pylist()
+    return sorted(r["sample_id"] for r in ours if theirs.get(r["sample_id"]) != r["composite"])
+
+
+def zoomed(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, label: str = "",
+           scale: int = 3, margin: int = 12) -> np.ndarray:
+    """composite | target around the mask's box (plus ``margin``), enlarged ``scale`` times
+    without smoothing: the seams and fringes a 256-px panel hides, the same for every rater."""
+    import cv2
+
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + margin + 1)
+    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + margin + 1)
+    pair = np.concatenate([composite[y0:y1, x0:x1], np.zeros((y1 - y0, 2, 3), np.uint8),
+                           target[y0:y1, x0:x1]], axis=1)
+    big = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    if label:
+        cv2.rectangle(big, (0, 0), (9 * len(label) + 6, 16), (0, 0, 0), -1)
+        cv2.putText(big, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+    return big
+
+
 def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
            recipes: list[str] | None = None, phrases: list[str] | None = None,
-           paired: bool = False) -> None:
+           paired: bool = False, changed: bool = False) -> None:
     """``paired``: the rows drawn from the first build, and each other build's row of
-    the same sample id (where it has one): a change judged on the same samples."""
+    the same sample id (where it has one): a change judged on the same samples.
+    ``changed`` (paired): drawn only among the samples the second build does not make as
+    the first does. Beside the sheets, ``zoom/NNN.png`` shows each row's region enlarged."""
     import cv2
     import pyarrow.dataset as ds
 
     where = None
+    if changed:
+        if not paired or len(builds) < 2:
+            raise SystemExit("--changed compares two builds: give both, with --paired")
+        where = ds.field("sample_id").isin(_changed_ids(builds[0], builds[1]))
     for column, wanted in (("recipe", recipes), ("phrase", phrases)):
         if wanted:
             keep = ds.field(column).isin(wanted)
@@ -122,7 +162,10 @@ def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
                 return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
 
             target, comp = dec(r["target"])[..., ::-1], dec(r["composite"])[..., ::-1]
-            cells.append(review_row(target, comp, dec(r["mask"], cv2.IMREAD_GRAYSCALE) > 0, f"#{n}"))
+            mask = dec(r["mask"], cv2.IMREAD_GRAYSCALE) > 0
+            cells.append(review_row(target, comp, mask, f"#{n}"))
+            (dest / "zoom").mkdir(exist_ok=True)
+            cv2.imwrite(str(dest / "zoom" / f"{n:03d}.png"), zoomed(target, comp, mask, f"#{n}")[..., ::-1])
     for s in range(0, len(cells), 8):
         cv2.imwrite(str(dest / f"sheet-{s // 8:02d}.png"), np.concatenate(cells[s:s + 8], axis=0)[..., ::-1])
     print(f"{len(cells)} rows on {(len(cells) + 7) // 8} sheets in {dest}; key in {dest / 'key.csv'}")
@@ -203,6 +246,8 @@ def main() -> None:
     s.add_argument("--phrases", nargs="+", help="only these phrases' rows (default: all)")
     s.add_argument("--paired", action="store_true",
                    help="the first build's rows, and the other builds' rows of the same samples")
+    s.add_argument("--changed", action="store_true",
+                   help="with --paired: only the samples the second build makes otherwise")
     c = sub.add_parser("score")
     c.add_argument("key", type=Path)
     c.add_argument("verdicts", type=Path, nargs="+", help="one file per rater")
@@ -210,7 +255,7 @@ def main() -> None:
     if a.cmd == "build":
         build(a.out, a.images, a.inputs, a.set)
     elif a.cmd == "sheets":
-        sheets(a.builds, a.dest, a.per_recipe, a.seed, a.recipes, a.phrases, a.paired)
+        sheets(a.builds, a.dest, a.per_recipe, a.seed, a.recipes, a.phrases, a.paired, a.changed)
     else:
         score(a.key, *a.verdicts)
 

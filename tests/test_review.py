@@ -58,3 +58,38 @@ def test_paired_sheets_show_each_build_s_row_of_the_same_samples(sample_dataset,
     second = [k["sample_id"] for k in key if k["build"] == str(other)]
     assert first and sorted(first) == sorted(second) and set(first) <= wanted
     assert len(list((tmp_path / "s").glob("sheet-*.png"))) == (len(key) + 7) // 8
+
+
+def test_changed_sheets_hold_only_the_samples_a_change_touched(sample_dataset, tmp_path):
+    """--changed: of two builds, only the samples the second makes otherwise (one composite
+    replaced, one row gone), each with its enlarged region beside the sheets."""
+    import csv
+
+    import cv2
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from bench.review import sheets
+
+    table = ds.dataset(sample_dataset / "data").to_table()
+    ids = table.column("sample_id").to_pylist()
+    redrawn, gone = ids[0], ids[1]
+    flipped = cv2.imencode(".jpg", np.full((256, 256, 3), 90, np.uint8))[1].tobytes()
+    composites = [flipped if i == redrawn else c for i, c in zip(ids, table.column("composite").to_pylist())]
+    other = table.set_column(table.schema.get_field_index("composite"), "composite",
+                             pa.array(composites, pa.binary()))
+    other = other.filter(pa.array([i != gone for i in ids]))
+    (tmp_path / "other" / "data").mkdir(parents=True)
+    pq.write_table(other, tmp_path / "other" / "data" / "part-0.parquet")
+    sheets([sample_dataset, tmp_path / "other"], tmp_path / "s", per_recipe=50, seed=0,
+           paired=True, changed=True)
+    key = list(csv.DictReader((tmp_path / "s" / "key.csv").open()))
+    assert sorted(k["sample_id"] for k in key if k["build"] == str(sample_dataset)) == sorted([redrawn, gone])
+    assert [k["sample_id"] for k in key if k["build"] != str(sample_dataset)] == [redrawn]
+    zooms = sorted((tmp_path / "s" / "zoom").glob("*.png"))
+    assert [p.stem for p in zooms] == [f"{n:03d}" for n in range(len(key))]
+    assert cv2.imread(str(zooms[0])).shape[0] > 3 * 2 * 12       # enlarged, the margin kept
+    with pytest.raises(SystemExit, match="--changed compares two builds"):
+        sheets([sample_dataset], tmp_path / "t", per_recipe=1, seed=0, changed=True)
