@@ -70,6 +70,16 @@ def _rows(out: Path, where=None) -> list[dict]:
                                                        "composite", "mask"], filter=where).to_pylist()
 
 
+def _labelled(img: np.ndarray, label: str) -> np.ndarray:
+    """``label`` (the row's number) written at the top left, yellow on black."""
+    import cv2
+
+    if label:
+        cv2.rectangle(img, (0, 0), (9 * len(label) + 6, 16), (0, 0, 0), -1)
+        cv2.putText(img, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+    return img
+
+
 def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, label: str = "") -> np.ndarray:
     """composite | target | outline on the target | 4x difference, each 256 px."""
     import cv2
@@ -79,10 +89,7 @@ def review_row(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, labe
     cv2.drawContours(outline, contours, -1, (0, 255, 0), 1)
     diff = np.clip(np.abs(composite.astype(np.int16) - target.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
     row = np.concatenate([composite, target, outline, diff], axis=1)
-    if label:
-        cv2.rectangle(row, (0, 0), (9 * len(label) + 6, 16), (0, 0, 0), -1)
-        cv2.putText(row, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
-    return row
+    return _labelled(row, label)
 
 
 def _changed_ids(first: Path, other: Path) -> list[str]:
@@ -109,10 +116,7 @@ def zoomed(target: np.ndarray, composite: np.ndarray, mask: np.ndarray, label: s
     pair = np.concatenate([composite[y0:y1, x0:x1], np.zeros((y1 - y0, 2, 3), np.uint8),
                            target[y0:y1, x0:x1]], axis=1)
     big = cv2.resize(pair, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    if label:
-        cv2.rectangle(big, (0, 0), (9 * len(label) + 6, 16), (0, 0, 0), -1)
-        cv2.putText(big, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
-    return big
+    return _labelled(big, label)
 
 
 def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
