@@ -153,7 +153,11 @@ def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
         for b, out in enumerate(builds[1:], start=1):
             picked += [(b, r) for r in _rows(out, ds.field("sample_id").isin(sorted(ids)))]
     order = rng.permutation(len(picked))
-    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "zoom").mkdir(parents=True, exist_ok=True)
+
+    def dec(data, flags=cv2.IMREAD_COLOR):
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
     with open(dest / "key.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["n", "build", "sample_id", "recipe"])
@@ -161,14 +165,9 @@ def sheets(builds: list[Path], dest: Path, per_recipe: int, seed: int,
         for n, k in enumerate(order):
             b, r = picked[int(k)]
             w.writerow([n, str(builds[b]), r["sample_id"], r["recipe"]])
-
-            def dec(data, flags=cv2.IMREAD_COLOR):
-                return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-
             target, comp = dec(r["target"])[..., ::-1], dec(r["composite"])[..., ::-1]
             mask = dec(r["mask"], cv2.IMREAD_GRAYSCALE) > 0
             cells.append(review_row(target, comp, mask, f"#{n}"))
-            (dest / "zoom").mkdir(exist_ok=True)
             cv2.imwrite(str(dest / "zoom" / f"{n:03d}.png"), zoomed(target, comp, mask, f"#{n}")[..., ::-1])
     for s in range(0, len(cells), 8):
         cv2.imwrite(str(dest / f"sheet-{s // 8:02d}.png"), np.concatenate(cells[s:s + 8], axis=0)[..., ::-1])

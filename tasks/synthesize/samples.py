@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from schemas.config import RunConfig
+from schemas.config import RunConfig, SynthesisConfig
 from tasks.acquire.annotations import SkipLog
 from tasks.captions.join import CaptionJoin
 from tasks.core.shard_plan import uses_references
@@ -48,7 +48,7 @@ def bbox_of(mask: np.ndarray) -> list[float]:
             float(ys.max() - ys.min() + 1)]
 
 
-def phrase_skip(phrase_name: str, syn) -> str | None:
+def phrase_skip(phrase_name: str, syn: SynthesisConfig) -> str | None:
     """The counted reason a phrase gets no composites for what it names, or None: stuff
     (``skip_head_nouns``) or see-through eyewear (``skip_see_through_nouns``)."""
     name = phrase_name.strip().lower()
