@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import alive, descendants
 
 from conftest import REPO, SAMPLE_CONFIG, build
 
@@ -41,34 +42,6 @@ def _wait_for_tmp_shard(proc, out: Path, timeout: float = 180) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"no shard was being written (exit {proc.poll()}): {proc.stdout.read()}")
-
-
-def _descendants(pid: int) -> set[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
 
 
 def _leftovers(out: Path) -> list[str]:
@@ -104,14 +77,14 @@ def test_sigkill_leaves_no_worker_or_server_behind(prefect_server, own_server_en
     proc = _cli(out, own_server_env, *slow, "runner.kind=processes", "runner.max_workers=2")
     try:
         _wait_for_tmp_shard(proc, out)
-        children = _descendants(proc.pid)
+        children = descendants(proc.pid)
         assert len(children) >= 3, children   # the server and two workers (at least)
         proc.send_signal(signal.SIGKILL)      # the CLI alone, as `kill -9 PID` does
         proc.wait()
         deadline = time.time() + 5
-        while _alive(children) and time.time() < deadline:
+        while alive(children) and time.time() < deadline:
             time.sleep(0.05)
-        assert not _alive(children), f"outlived the killed build: {_alive(children)}"
+        assert not alive(children), f"outlived the killed build: {alive(children)}"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

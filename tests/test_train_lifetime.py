@@ -11,43 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import alive, children, descendants
 from test_train_runs import TINY
 
 from conftest import REPO
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process tree")
-
-
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out |= {int(c) for c in (task / "children").read_text().split()}
-        except OSError:
-            pass
-    return out
-
-
-def _tree(pid: int) -> set[int]:
-    """Every descendant of ``pid``."""
-    found, todo = set(), [pid]
-    while todo:
-        for child in _children(todo.pop()) - found:
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):   # a zombie is dead (its reaper may be slow)
-            alive.add(pid)
-    return alive
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -78,11 +47,11 @@ def test_a_sigkilled_trainer_takes_its_loader_processes_with_it(sample_dataset, 
     try:
         # Training and validation have both started their workers (2 + 2, the fork
         # server and the resource tracker).
-        _wait(lambda: _started(run) and len(_tree(proc.pid)) >= 6, 120, "the loaders to start")
-        kids = _tree(proc.pid)
+        _wait(lambda: _started(run) and len(descendants(proc.pid)) >= 6, 120, "the loaders to start")
+        kids = descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        _wait(lambda: not _alive(kids), 15, f"{len(_alive(kids))} orphaned processes to end")
+        _wait(lambda: not alive(kids), 15, f"{len(alive(kids))} orphaned processes to end")
     finally:
         proc.kill()
 
@@ -96,11 +65,11 @@ def test_one_killed_torchrun_rank_ends_the_whole_run(sample_dataset, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(lambda: _started(run), 180, "both ranks to train")
-        ranks = _children(proc.pid)
+        ranks = children(proc.pid)
         assert len(ranks) >= 2
-        kids = _tree(proc.pid)
+        kids = descendants(proc.pid)
         os.kill(max(ranks), signal.SIGKILL)
         assert proc.wait(timeout=120) != 0
-        _wait(lambda: not _alive(kids), 15, f"{len(_alive(kids))} orphaned processes to end")
+        _wait(lambda: not alive(kids), 15, f"{len(alive(kids))} orphaned processes to end")
     finally:
         proc.kill()
