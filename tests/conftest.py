@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,18 @@ def seed_prefect_home(home: Path, template: Path) -> Path:
 def prefect_home(migrated_prefect_db, tmp_path) -> Path:
     """A fresh PREFECT_HOME for a CLI that starts its own server, its database migrated."""
     return seed_prefect_home(tmp_path / "prefect-home", migrated_prefect_db)
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.2):
+    """``predicate()``'s first true value within ``timeout`` seconds, else a failure naming
+    ``what`` was awaited."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def build(out_dir: Path, *overrides: str, config: Path = SAMPLE_CONFIG) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_until
 from tasks.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -113,10 +113,8 @@ def test_sample_deployment_runs_on_a_real_server(prefect_home, tmp_path):
         # may reach the filter a little after the run's final state: poll for it.
         if "phraseharmony.dataset.built" not in watched:
             built = {"filter": {"event": {"name": ["phraseharmony.dataset.built"]}}}
-            deadline = time.time() + 60
-            while not api(url, "/events/filter", built)["events"]:
-                assert time.time() < deadline, watched
-                time.sleep(1)
+            wait_until(lambda: api(url, "/events/filter", built)["events"], 60,
+                       f"the summary event; the watch printed: {watched}", every=1)
 
         runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {
             "any_": [deployments["build-dataset/sample"]["id"]]}}})

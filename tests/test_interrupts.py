@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from processes import alive, descendants
 
-from conftest import REPO, SAMPLE_CONFIG, build
+from conftest import REPO, SAMPLE_CONFIG, build, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +81,7 @@ def test_sigkill_leaves_no_worker_or_server_behind(prefect_server, own_server_en
         assert len(children) >= 3, children   # the server and two workers (at least)
         proc.send_signal(signal.SIGKILL)      # the CLI alone, as `kill -9 PID` does
         proc.wait()
-        deadline = time.time() + 5
-        while alive(children) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not alive(children), f"outlived the killed build: {alive(children)}"
+        wait_until(lambda: not alive(children), 5, "the killed build's processes to end", every=0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

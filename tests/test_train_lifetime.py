@@ -7,26 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from processes import alive, children, descendants
 from test_train_runs import TINY
 
-from conftest import REPO
+from conftest import REPO, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process tree")
-
-
-def _wait(predicate, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _args(data: Path, out: Path, workers: int) -> list[str]:
@@ -47,11 +36,11 @@ def test_a_sigkilled_trainer_takes_its_loader_processes_with_it(sample_dataset, 
     try:
         # Training and validation have both started their workers (2 + 2, the fork
         # server and the resource tracker).
-        _wait(lambda: _started(run) and len(descendants(proc.pid)) >= 6, 120, "the loaders to start")
+        wait_until(lambda: _started(run) and len(descendants(proc.pid)) >= 6, 120, "the loaders to start")
         kids = descendants(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        _wait(lambda: not alive(kids), 15, f"{len(alive(kids))} orphaned processes to end")
+        wait_until(lambda: not alive(kids), 15, f"{len(alive(kids))} orphaned processes to end")
     finally:
         proc.kill()
 
@@ -64,12 +53,12 @@ def test_one_killed_torchrun_rank_ends_the_whole_run(sample_dataset, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _started(run), 180, "both ranks to train")
+        wait_until(lambda: _started(run), 180, "both ranks to train")
         ranks = children(proc.pid)
         assert len(ranks) >= 2
         kids = descendants(proc.pid)
         os.kill(max(ranks), signal.SIGKILL)
         assert proc.wait(timeout=120) != 0
-        _wait(lambda: not alive(kids), 15, f"{len(alive(kids))} orphaned processes to end")
+        wait_until(lambda: not alive(kids), 15, f"{len(alive(kids))} orphaned processes to end")
     finally:
         proc.kill()
